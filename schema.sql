@@ -1,0 +1,54 @@
+-- crudrs schema. Idempotent: applied by every server at start-up. The advisory lock
+-- serialises concurrent start-ups, since CREATE ... IF NOT EXISTS alone can still race
+-- on the system catalogs when two servers start at once.
+BEGIN;
+SELECT pg_advisory_xact_lock(7262150001);
+
+CREATE TABLE IF NOT EXISTS users (
+    id            bigserial PRIMARY KEY,
+    username      text NOT NULL UNIQUE,
+    email         text NOT NULL,
+    -- argon2id PHC string; the password itself is never stored.
+    password_hash text NOT NULL,
+    tier          text NOT NULL DEFAULT 'standard' CHECK (tier IN ('standard', 'premium', 'internal')),
+    created_at    timestamptz NOT NULL DEFAULT now()
+);
+CREATE UNIQUE INDEX IF NOT EXISTS users_email_key ON users (lower(email));
+
+CREATE TABLE IF NOT EXISTS api_tokens (
+    -- SHA-256 of the 256-bit token; the token itself is shown once and never stored.
+    token_hash bytea PRIMARY KEY CHECK (octet_length(token_hash) = 32),
+    user_id    bigint NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    expires_at timestamptz NOT NULL,
+    revoked_at timestamptz
+);
+CREATE INDEX IF NOT EXISTS api_tokens_user_idx ON api_tokens (user_id);
+
+-- The C server's geo_metadata row, typed.
+CREATE TABLE IF NOT EXISTS samples (
+    id         bigserial PRIMARY KEY,
+    user_id    bigint NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    image_md5  bytea NOT NULL UNIQUE CHECK (octet_length(image_md5) = 16),
+    taken_at   timestamptz NOT NULL,
+    latitude   double precision NOT NULL,
+    longitude  double precision NOT NULL,
+    altitude   double precision NOT NULL,
+    -- The C server's bit-packed metadata integer, kept as is.
+    metadata   integer NOT NULL,
+    flora      text[] NOT NULL,
+    fauna      text[] NOT NULL,
+    calls      text[] NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now()
+);
+
+-- Uploaded files, content-addressed by MD5; the bytes live under the data directory.
+CREATE TABLE IF NOT EXISTS files (
+    md5          bytea PRIMARY KEY CHECK (octet_length(md5) = 16),
+    size         bigint NOT NULL CHECK (size >= 0),
+    content_type text NOT NULL,
+    uploader     bigint REFERENCES users (id) ON DELETE SET NULL,
+    created_at   timestamptz NOT NULL DEFAULT now()
+);
+
+COMMIT;

@@ -1,0 +1,228 @@
+//! Accounts and sessions: POST /auth/create, /auth/login, /auth/logout, and
+//! [`authenticate`], which every protected route calls.
+//!
+//! Unknown user and wrong password are indistinguishable: same status, same body and
+//! an argon2 verification in both cases. Creating an account also issues its first
+//! token, in the same SQL statement, so neither exists without the other.
+
+use super::json::Fields;
+use super::tokens::{self, tier_code, Principal};
+use super::{Reply, Request, State};
+use crate::db::DbError;
+use crate::error::{ApiError, Error};
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+
+/// Longest password accepted: argon2 hashes any length, so an unbounded one is a
+/// cheap way to make the server work hard.
+const MAX_PASSWORD_BYTES: usize = 1024;
+const MIN_PASSWORD_BYTES: usize = 8;
+
+/// The caller behind the request's bearer token.
+pub fn authenticate(
+    st: &State,
+    req: &Request<'_>,
+) -> Result<(Principal, tokens::TokenHash), Error> {
+    let hash = req
+        .authorization()
+        .and_then(tokens::from_header)
+        .ok_or(ApiError::Unauthorized)?;
+    if let Some(p) = st.tokens.get(&hash) {
+        return Ok((p, hash));
+    }
+    let mut pooled = st.db.get()?;
+    let db = &mut *pooled;
+    let rows = db
+        .client
+        .query(&db.st.lookup_token, &[&&hash[..]])
+        .map_err(|e| note(st, e))?;
+    let row = rows.first().ok_or(ApiError::Unauthorized)?;
+    let principal = Principal {
+        user_id: row.get(0),
+        tier: tier_code(row.get(1)),
+    };
+    let expires: OffsetDateTime = row.get(2);
+    let ttl = (expires - OffsetDateTime::now_utc())
+        .try_into()
+        .unwrap_or_default();
+    st.tokens.insert(hash, principal, ttl);
+    Ok((principal, hash))
+}
+
+/// Turns a query failure into an API error, noting a lost database.
+pub fn note(st: &State, e: postgres::Error) -> ApiError {
+    let e = DbError::from(e);
+    st.db.note(&e);
+    if let DbError::Other(ref detail) = e {
+        tracing::error!("query failed: {detail}");
+    }
+    e.into()
+}
+
+fn valid_username(u: &str) -> bool {
+    u.bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+}
+
+fn valid_email(e: &str) -> bool {
+    match e.split_once('@') {
+        Some((local, domain)) => {
+            !local.is_empty()
+                && domain.contains('.')
+                && !domain.starts_with('.')
+                && !domain.ends_with('.')
+                && !domain.contains('@')
+                && !e.chars().any(|c| c.is_whitespace() || c.is_control())
+        }
+        None => false,
+    }
+}
+
+fn write_token(out: &mut Vec<u8>, key: &str, expires: OffsetDateTime) -> Result<(), Error> {
+    let expires_at = expires
+        .format(&Rfc3339)
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    serde_json::to_writer(
+        out,
+        &serde_json::json!({ "api_key": key, "expires_at": expires_at }),
+    )
+    .map_err(|e| ApiError::Internal(e.to_string()).into())
+}
+
+fn ttl_secs(st: &State) -> f64 {
+    st.config.token_ttl.as_secs_f64()
+}
+
+pub fn create(st: &State, req: &Request<'_>, out: &mut Vec<u8>) -> Result<Reply, Error> {
+    let mut f = Fields::parse(req.body, &["username", "password", "email"])?;
+    let username = f.string("username", 3, 32);
+    let password = f.string("password", MIN_PASSWORD_BYTES, MAX_PASSWORD_BYTES);
+    let email = f.string("email", 3, 254);
+    if username.as_deref().is_some_and(|u| !valid_username(u)) {
+        f.problem(
+            "username",
+            "may contain only letters, digits, '_', '-' and '.'",
+        );
+    }
+    if email.as_deref().is_some_and(|e| !valid_email(e)) {
+        f.problem("email", "must be an address like name@example.org");
+    }
+    f.finish()?;
+    let (Some(username), Some(password), Some(email)) = (username, password, email) else {
+        return Err(ApiError::Internal("validated fields missing".into()).into());
+    };
+
+    let phc = st.passwords.hash(&password).map_err(ApiError::Internal)?;
+    let (key, hash) = tokens::generate().map_err(ApiError::Internal)?;
+    let mut pooled = st.db.get()?;
+    let db = &mut *pooled;
+    let row = db
+        .client
+        .query_one(
+            &db.st.create_user_with_token,
+            &[&username, &email, &phc, &&hash[..], &ttl_secs(st)],
+        )
+        .map_err(|e| match DbError::from(e) {
+            DbError::Conflict(c) if c.contains("email") => {
+                ApiError::Conflict("email already registered")
+            }
+            DbError::Conflict(_) => ApiError::Conflict("username taken"),
+            other => {
+                st.db.note(&other);
+                other.into()
+            }
+        })?;
+    let principal = Principal {
+        user_id: row.get(0),
+        tier: tier_code(row.get(1)),
+    };
+    let expires: OffsetDateTime = row.get(2);
+    st.tokens.insert(hash, principal, st.config.token_ttl);
+    write_token(out, &key, expires)?;
+    Ok(Reply::json(201))
+}
+
+pub fn login(st: &State, req: &Request<'_>, out: &mut Vec<u8>) -> Result<Reply, Error> {
+    let mut f = Fields::parse(req.body, &["username", "password"])?;
+    let username = f.string("username", 1, 256);
+    let password = f.string("password", 1, MAX_PASSWORD_BYTES);
+    f.finish()?;
+    let (Some(username), Some(password)) = (username, password) else {
+        return Err(ApiError::Internal("validated fields missing".into()).into());
+    };
+
+    let user = {
+        let mut pooled = st.db.get()?;
+        let db = &mut *pooled;
+        let rows = db
+            .client
+            .query(&db.st.find_user, &[&username])
+            .map_err(|e| note(st, e))?;
+        rows.first().map(|r| {
+            (
+                r.get::<_, i64>(0),
+                r.get::<_, String>(1),
+                tier_code(r.get(2)),
+            )
+        })
+    };
+    // Verify even for an unknown user, against a dummy hash, so timing tells nothing.
+    if !st
+        .passwords
+        .verify(&password, user.as_ref().map(|u| u.1.as_str()))
+    {
+        return Err(ApiError::BadCredentials.into());
+    }
+    let Some((user_id, _, tier)) = user else {
+        return Err(ApiError::BadCredentials.into());
+    };
+    let (key, hash) = tokens::generate().map_err(ApiError::Internal)?;
+    let mut pooled = st.db.get()?;
+    let db = &mut *pooled;
+    let row = db
+        .client
+        .query_one(&db.st.insert_token, &[&&hash[..], &user_id, &ttl_secs(st)])
+        .map_err(|e| note(st, e))?;
+    let expires: OffsetDateTime = row.get(0);
+    st.tokens
+        .insert(hash, Principal { user_id, tier }, st.config.token_ttl);
+    write_token(out, &key, expires)?;
+    Ok(Reply::json(200))
+}
+
+pub fn logout(st: &State, req: &Request<'_>) -> Result<Reply, Error> {
+    let (_, hash) = authenticate(st, req)?;
+    // Forget it here first: even if the database write fails, this process stops
+    // accepting the token at once.
+    st.tokens.remove(&hash);
+    let mut pooled = st.db.get()?;
+    let db = &mut *pooled;
+    db.client
+        .execute(&db.st.revoke_token, &[&&hash[..]])
+        .map_err(|e| note(st, e))?;
+    Ok(Reply::empty(204))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn usernames_and_emails_are_checked() {
+        assert!(valid_username("alice_01.x-y"));
+        assert!(!valid_username("al ice"));
+        assert!(!valid_username("alice@x"));
+        assert!(valid_email("a@b.org"));
+        for bad in [
+            "a.b.org",
+            "@b.org",
+            "a@b",
+            "a@.b",
+            "a@b.",
+            "a b@c.org",
+            "a@b@c.org",
+        ] {
+            assert!(!valid_email(bad), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,62 @@
+//! Every SQL statement the server runs, as constants. All are parameterised and
+//! prepared once per pooled connection (see `db::Statements`).
+
+/// The whole schema, applied idempotently at start-up.
+pub const SCHEMA: &str = include_str!("../../schema.sql");
+
+/// Creates a user and its first token in one statement, so neither exists without
+/// the other. $1 username, $2 email, $3 PHC hash, $4 token hash, $5 TTL seconds.
+pub const CREATE_USER_WITH_TOKEN: &str = "\
+WITH u AS (
+    INSERT INTO users (username, email, password_hash) VALUES ($1, $2, $3)
+    RETURNING id, tier
+)
+INSERT INTO api_tokens (token_hash, user_id, expires_at)
+SELECT $4, u.id, now() + make_interval(secs => $5) FROM u
+RETURNING user_id, (SELECT tier FROM u), expires_at";
+
+/// $1 username.
+pub const FIND_USER: &str = "SELECT id, password_hash, tier FROM users WHERE username = $1";
+
+/// $1 token hash, $2 user id, $3 TTL seconds.
+pub const INSERT_TOKEN: &str = "\
+INSERT INTO api_tokens (token_hash, user_id, expires_at)
+VALUES ($1, $2, now() + make_interval(secs => $3))
+RETURNING expires_at";
+
+/// $1 token hash. Only live tokens are found.
+pub const LOOKUP_TOKEN: &str = "\
+SELECT t.user_id, u.tier, t.expires_at
+FROM api_tokens t JOIN users u ON u.id = t.user_id
+WHERE t.token_hash = $1 AND t.revoked_at IS NULL AND t.expires_at > now()";
+
+/// $1 token hash.
+pub const REVOKE_TOKEN: &str =
+    "UPDATE api_tokens SET revoked_at = now() WHERE token_hash = $1 AND revoked_at IS NULL";
+
+/// $1 user, $2 md5, $3 taken_at, $4 lat, $5 lon, $6 alt, $7 metadata, $8 flora, $9 fauna, $10 calls.
+pub const INSERT_SAMPLE: &str = "\
+INSERT INTO samples (user_id, image_md5, taken_at, latitude, longitude, altitude, metadata, flora, fauna, calls)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+RETURNING id";
+
+const SAMPLE_COLUMNS: &str = "s.id, s.image_md5, s.taken_at, s.latitude, s.longitude, s.altitude, \
+s.metadata, s.flora, s.fauna, s.calls, s.created_at, u.username, \
+EXISTS (SELECT 1 FROM files f WHERE f.md5 = s.image_md5)";
+
+/// $1 sample id.
+pub fn get_sample() -> String {
+    format!(
+        "SELECT {SAMPLE_COLUMNS} FROM samples s JOIN users u ON u.id = s.user_id WHERE s.id = $1"
+    )
+}
+
+/// Keyset pagination: $1 the last id seen, $2 page size.
+pub fn list_samples() -> String {
+    format!(
+        "SELECT {SAMPLE_COLUMNS} FROM samples s JOIN users u ON u.id = s.user_id \
+         WHERE s.id > $1 ORDER BY s.id LIMIT $2"
+    )
+}
+
+pub const PING: &str = "SELECT 1";

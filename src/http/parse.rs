@@ -1,0 +1,450 @@
+//! Request-head parsing: httparse tokenizes, this module judges.
+//!
+//! httparse accepts several things a server must not (duplicate Content-Length,
+//! Transfer-Encoding beside Content-Length, a bare CR in some positions), so every
+//! framing header is checked here. The result holds offsets ([`Span`]) into the
+//! caller's buffer, never borrowed slices, so the buffer can move once parsing ends.
+//!
+//! Deliberately lenient, as RFC 9112 §2.2 allows: a lone LF ends a line, and empty
+//! lines before the request line are skipped (the C project's clients rely on both).
+//! A missing Host header is tolerated for the same clients; two Host headers are not.
+
+use super::error::HttpError;
+
+/// The size of the httparse header array; `Limits::max_headers` may only lower it.
+pub const HEADER_SLOTS: usize = 128;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    Get,
+    Head,
+    Post,
+    Put,
+    Delete,
+    Patch,
+    Options,
+    Other,
+}
+
+impl Method {
+    fn from_bytes(m: &str) -> Method {
+        match m {
+            "GET" => Method::Get,
+            "HEAD" => Method::Head,
+            "POST" => Method::Post,
+            "PUT" => Method::Put,
+            "DELETE" => Method::Delete,
+            "PATCH" => Method::Patch,
+            "OPTIONS" => Method::Options,
+            _ => Method::Other,
+        }
+    }
+}
+
+/// How the body of a request is delimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// No body.
+    None,
+    /// Exactly this many bytes follow the head.
+    Length(u64),
+    /// A chunked body follows the head.
+    Chunked,
+}
+
+/// A byte range of the request buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Span {
+    pub start: u32,
+    pub end: u32,
+}
+
+impl Span {
+    pub fn of<'b>(&self, buf: &'b [u8]) -> &'b [u8] {
+        &buf[self.start as usize..self.end as usize]
+    }
+
+    /// The spanned bytes as text; header values are visible ASCII or obs-text, so a
+    /// non-UTF-8 value yields an empty string rather than an error.
+    pub fn str<'b>(&self, buf: &'b [u8]) -> &'b str {
+        std::str::from_utf8(self.of(buf)).unwrap_or("")
+    }
+
+    fn within(base: &[u8], part: &[u8]) -> Span {
+        let start = part.as_ptr() as usize - base.as_ptr() as usize;
+        Span {
+            start: start as u32,
+            end: (start + part.len()) as u32,
+        }
+    }
+}
+
+/// Limits on the request head.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Bytes of request line plus headers (plus any skipped empty lines); past it, 431.
+    pub max_head_bytes: usize,
+    /// Number of header fields; past it, 431.
+    pub max_headers: usize,
+}
+
+/// A parsed request head. Every [`Span`] is relative to the buffer that was parsed.
+#[derive(Debug, Clone)]
+pub struct Head {
+    pub method: Method,
+    /// The path part of the request target, always starting with `/`.
+    pub path: Span,
+    /// The query after `?`, when there is one.
+    pub query: Option<Span>,
+    /// 0 for HTTP/1.0, 1 for HTTP/1.1.
+    pub minor_version: u8,
+    /// Bytes the head took, including skipped empty lines before it.
+    pub len: usize,
+    pub framing: Framing,
+    /// Whether the client allows the connection to stay open after the response.
+    pub keep_alive: bool,
+    /// The client sent `Expect: 100-continue`.
+    pub expect_continue: bool,
+    pub content_type: Option<Span>,
+    pub authorization: Option<Span>,
+    pub if_none_match: Option<Span>,
+}
+
+/// Parses one request head at the start of `buf`.
+///
+/// `Ok(None)` means the head is not complete yet and more bytes are needed.
+pub fn parse_head(buf: &[u8], limits: &Limits) -> Result<Option<Head>, HttpError> {
+    let Some(start) = skip_empty_lines(buf) else {
+        return Ok(None);
+    };
+    if start > limits.max_head_bytes {
+        return Err(HttpError::HeadTooLarge);
+    }
+    let mut slots = [httparse::EMPTY_HEADER; HEADER_SLOTS];
+    let mut req = httparse::Request::new(&mut slots);
+    let head_len = match req.parse(&buf[start..]) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => {
+            if buf.len() > limits.max_head_bytes {
+                return Err(HttpError::HeadTooLarge);
+            }
+            if let Some(pos) = bare_cr(&buf[start..]) {
+                // A CR followed by anything but LF is malformed wherever it stands.
+                if pos + 1 < buf.len() - start {
+                    return Err(HttpError::BadRequest("bare CR in request head"));
+                }
+            }
+            return Ok(None);
+        }
+        Err(httparse::Error::TooManyHeaders) => return Err(HttpError::TooManyHeaders),
+        Err(e) => return Err(HttpError::BadRequest(describe(e))),
+    };
+    let total = start + head_len;
+    if total > limits.max_head_bytes {
+        return Err(HttpError::HeadTooLarge);
+    }
+    if bare_cr(&buf[start..total]).is_some() {
+        return Err(HttpError::BadRequest("bare CR in request head"));
+    }
+    if req.headers.len() > limits.max_headers {
+        return Err(HttpError::TooManyHeaders);
+    }
+
+    let method = Method::from_bytes(req.method.unwrap_or(""));
+    let target = req.path.unwrap_or("");
+    if !target.starts_with('/') {
+        return Err(HttpError::BadRequest(
+            "request target must be an absolute path",
+        ));
+    }
+    let minor_version = req.version.unwrap_or(1);
+    let (path, query) = match target.find('?') {
+        Some(q) => (&target[..q], Some(&target[q + 1..])),
+        None => (target, None),
+    };
+
+    let mut head = Head {
+        method,
+        path: Span::within(buf, path.as_bytes()),
+        query: query.map(|q| Span::within(buf, q.as_bytes())),
+        minor_version,
+        len: total,
+        framing: Framing::None,
+        keep_alive: minor_version == 1,
+        expect_continue: false,
+        content_type: None,
+        authorization: None,
+        if_none_match: None,
+    };
+
+    let mut content_length: Option<u64> = None;
+    let mut chunked = false;
+    let mut saw_te = false;
+    let mut hosts = 0;
+    for h in req.headers.iter() {
+        let name = h.name;
+        let value = h.value;
+        if name.eq_ignore_ascii_case("content-length") {
+            if content_length.is_some() {
+                return Err(HttpError::BadRequest("more than one content-length"));
+            }
+            content_length = Some(parse_content_length(value)?);
+        } else if name.eq_ignore_ascii_case("transfer-encoding") {
+            saw_te = true;
+            for coding in tokens(value) {
+                if chunked {
+                    // chunked must be the final coding, and applied once.
+                    return Err(HttpError::BadRequest(
+                        "chunked must be the last transfer coding",
+                    ));
+                }
+                if coding.is_empty() {
+                    return Err(HttpError::BadRequest("empty transfer coding"));
+                }
+                if coding.eq_ignore_ascii_case(b"chunked") {
+                    chunked = true;
+                } else {
+                    return Err(HttpError::UnsupportedCoding);
+                }
+            }
+        } else if name.eq_ignore_ascii_case("connection") {
+            for opt in tokens(value) {
+                if opt.eq_ignore_ascii_case(b"close") {
+                    head.keep_alive = false;
+                } else if opt.eq_ignore_ascii_case(b"keep-alive") && minor_version == 0 {
+                    head.keep_alive = true;
+                }
+            }
+        } else if name.eq_ignore_ascii_case("expect") {
+            if trim(value).eq_ignore_ascii_case(b"100-continue") {
+                head.expect_continue = true;
+            } else {
+                return Err(HttpError::ExpectationFailed);
+            }
+        } else if name.eq_ignore_ascii_case("host") {
+            hosts += 1;
+            if hosts > 1 {
+                return Err(HttpError::BadRequest("more than one host header"));
+            }
+        } else if name.eq_ignore_ascii_case("content-type") {
+            head.content_type = Some(Span::within(buf, trim(value)));
+        } else if name.eq_ignore_ascii_case("authorization") {
+            head.authorization = Some(Span::within(buf, trim(value)));
+        } else if name.eq_ignore_ascii_case("if-none-match") {
+            head.if_none_match = Some(Span::within(buf, trim(value)));
+        }
+    }
+
+    head.framing = match (saw_te, content_length) {
+        (true, Some(_)) => {
+            return Err(HttpError::BadRequest(
+                "both content-length and transfer-encoding",
+            ))
+        }
+        (true, None) if minor_version == 0 => {
+            return Err(HttpError::BadRequest(
+                "transfer-encoding in an HTTP/1.0 request",
+            ))
+        }
+        (true, None) if !chunked => {
+            return Err(HttpError::BadRequest(
+                "transfer-encoding does not end in chunked",
+            ))
+        }
+        (true, None) => Framing::Chunked,
+        (false, Some(0)) | (false, None) => Framing::None,
+        (false, Some(n)) => Framing::Length(n),
+    };
+    if head.expect_continue && minor_version == 0 {
+        // RFC 9110 §10.1.1: ignore 100-continue from HTTP/1.0 clients.
+        head.expect_continue = false;
+    }
+    Ok(Some(head))
+}
+
+/// Offset of the first byte after any empty lines, or `None` when `buf` ends inside
+/// them (a trailing CR may be the start of one more CRLF).
+fn skip_empty_lines(buf: &[u8]) -> Option<usize> {
+    let mut i = 0;
+    loop {
+        match &buf[i..] {
+            [b'\r', b'\n', ..] => i += 2,
+            [b'\n', ..] => i += 1,
+            [b'\r'] | [] => return None,
+            _ => return Some(i),
+        }
+    }
+}
+
+/// Position of the first CR not followed by LF (a CR at the very end counts).
+fn bare_cr(bytes: &[u8]) -> Option<usize> {
+    let mut from = 0;
+    while let Some(p) = bytes[from..].iter().position(|&b| b == b'\r') {
+        let at = from + p;
+        if bytes.get(at + 1) != Some(&b'\n') {
+            return Some(at);
+        }
+        from = at + 1;
+    }
+    None
+}
+
+fn parse_content_length(value: &[u8]) -> Result<u64, HttpError> {
+    let digits = trim(value);
+    if digits.is_empty() || digits.len() > 19 || !digits.iter().all(u8::is_ascii_digit) {
+        return Err(HttpError::BadRequest("invalid content-length"));
+    }
+    Ok(digits
+        .iter()
+        .fold(0u64, |n, d| n * 10 + u64::from(d - b'0')))
+}
+
+fn trim(v: &[u8]) -> &[u8] {
+    v.trim_ascii()
+}
+
+/// Comma-separated list elements, each trimmed of optional whitespace.
+fn tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
+    value.split(|&b| b == b',').map(trim)
+}
+
+fn describe(e: httparse::Error) -> &'static str {
+    match e {
+        httparse::Error::HeaderName => "invalid header name",
+        httparse::Error::HeaderValue => "invalid header value",
+        httparse::Error::NewLine => "invalid line ending",
+        httparse::Error::Status => "invalid status",
+        httparse::Error::Token => "invalid method or request line",
+        httparse::Error::TooManyHeaders => "too many header fields",
+        httparse::Error::Version => "invalid HTTP version",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIMITS: Limits = Limits {
+        max_head_bytes: 8192,
+        max_headers: 64,
+    };
+
+    fn parse(s: &str) -> Result<Option<Head>, HttpError> {
+        parse_head(s.as_bytes(), &LIMITS)
+    }
+
+    fn head(s: &str) -> Head {
+        parse(s).expect("valid").expect("complete")
+    }
+
+    fn bad(s: &str) -> HttpError {
+        parse(s).expect_err(s)
+    }
+
+    #[test]
+    fn simple_get_keeps_alive_and_has_no_body() {
+        let req = "GET /health?x=1 HTTP/1.1\r\nHost: a\r\n\r\n";
+        let h = head(req);
+        assert_eq!(h.method, Method::Get);
+        assert_eq!(h.path.of(req.as_bytes()), b"/health");
+        assert_eq!(h.query.map(|q| q.of(req.as_bytes())), Some(&b"x=1"[..]));
+        assert_eq!(h.framing, Framing::None);
+        assert!(h.keep_alive);
+        assert_eq!(h.len, req.len());
+    }
+
+    #[test]
+    fn lone_lf_and_leading_empty_lines_are_accepted() {
+        let req = "\r\n\nPOST /auth/login HTTP/1.1\nContent-Length: 2\n\n{}";
+        let h = head(req);
+        assert_eq!(h.method, Method::Post);
+        assert_eq!(h.framing, Framing::Length(2));
+        assert_eq!(h.len, req.len() - 2);
+    }
+
+    #[test]
+    fn incomplete_heads_need_more_bytes() {
+        for prefix in [
+            "",
+            "\r",
+            "\r\n",
+            "GET / HTTP/1.1\r\n",
+            "GET / HTTP/1.1\r\nHost: a\r\n\r",
+        ] {
+            assert!(parse(prefix).expect("no error").is_none(), "{prefix:?}");
+        }
+    }
+
+    #[test]
+    fn http10_closes_unless_keep_alive_is_asked() {
+        assert!(!head("GET / HTTP/1.0\r\n\r\n").keep_alive);
+        assert!(head("GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n").keep_alive);
+        assert!(!head("GET / HTTP/1.1\r\nConnection: close\r\n\r\n").keep_alive);
+    }
+
+    #[test]
+    fn framing_attacks_are_rejected() {
+        let cases = [
+            "POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\n",
+            "POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+            "POST / HTTP/1.1\r\nContent-Length: 1, 1\r\n\r\n",
+            "POST / HTTP/1.1\r\nContent-Length: -1\r\n\r\n",
+            "POST / HTTP/1.1\r\nContent-Length: +1\r\n\r\n",
+            "POST / HTTP/1.1\r\nContent-Length: 99999999999999999999\r\n\r\n",
+            "POST / HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "POST / HTTP/1.1\r\nTransfer-Encoding: chunked, chunked\r\n\r\n",
+            "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: a\r\n folded\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: a\rX: b\r\n\r\n",
+            "GET / HTTP/1.1\rHost: a\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost : a\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+            "GET http://x/ HTTP/1.1\r\n\r\n",
+            "GET / HTTP/2.0\r\n\r\n",
+            "G\x01T / HTTP/1.1\r\n\r\n",
+        ];
+        for c in cases {
+            assert!(matches!(bad(c), HttpError::BadRequest(_)), "{c:?}");
+        }
+        assert_eq!(
+            bad("POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"),
+            HttpError::UnsupportedCoding
+        );
+        assert_eq!(
+            bad("POST / HTTP/1.1\r\nTransfer-Encoding: chunked, gzip\r\n\r\n"),
+            HttpError::BadRequest("chunked must be the last transfer coding")
+        );
+        assert_eq!(
+            bad("GET / HTTP/1.1\r\nExpect: fast\r\n\r\n"),
+            HttpError::ExpectationFailed
+        );
+    }
+
+    #[test]
+    fn limits_give_431() {
+        let many: String = (0..65).map(|i| format!("X-{i}: v\r\n")).collect();
+        assert_eq!(
+            bad(&format!("GET / HTTP/1.1\r\n{many}\r\n")),
+            HttpError::TooManyHeaders
+        );
+        let big = "x".repeat(9000);
+        assert_eq!(
+            bad(&format!("GET / HTTP/1.1\r\nX: {big}\r\n\r\n")),
+            HttpError::HeadTooLarge
+        );
+        // Also when the head is still incomplete.
+        assert_eq!(
+            bad(&format!("GET / HTTP/1.1\r\nX: {big}")),
+            HttpError::HeadTooLarge
+        );
+    }
+
+    #[test]
+    fn chunked_and_expect_are_recognised() {
+        let h =
+            head("POST /x HTTP/1.1\r\ntransfer-encoding: Chunked\r\nExpect: 100-Continue\r\n\r\n");
+        assert_eq!(h.framing, Framing::Chunked);
+        assert!(h.expect_continue);
+    }
+}

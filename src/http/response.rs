@@ -1,0 +1,140 @@
+//! Response encoding into a caller-owned output buffer.
+//!
+//! Every response carries `Date` and `Content-Length`; `Connection: close` when the
+//! server will close after it. Nothing here allocates beyond growing the output
+//! buffer, which workers reuse across requests.
+
+/// The interim answer to `Expect: 100-continue`.
+pub const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
+
+/// The head of one response.
+pub struct ResponseHead<'a> {
+    pub status: u16,
+    pub content_type: Option<&'a str>,
+    /// Further header fields, already valid header text.
+    pub headers: &'a [(&'a str, &'a str)],
+    /// Whether the connection closes after this response.
+    pub close: bool,
+}
+
+/// Appends a full response to `out`. `head_only` (a HEAD request) keeps the
+/// Content-Length of the body but leaves the body out.
+pub fn encode(
+    out: &mut Vec<u8>,
+    date: &[u8],
+    head: &ResponseHead<'_>,
+    body: &[u8],
+    head_only: bool,
+) {
+    encode_head(out, date, head, body.len() as u64);
+    if !head_only && !no_body_status(head.status) {
+        out.extend_from_slice(body);
+    }
+}
+
+/// Appends only the head, announcing `content_length` body bytes (the caller sends them).
+pub fn encode_head(out: &mut Vec<u8>, date: &[u8], head: &ResponseHead<'_>, content_length: u64) {
+    let mut num = itoa::Buffer::new();
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(num.format(head.status).as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(reason(head.status).as_bytes());
+    out.extend_from_slice(b"\r\nDate: ");
+    out.extend_from_slice(date);
+    if !no_body_status(head.status) {
+        out.extend_from_slice(b"\r\nContent-Length: ");
+        out.extend_from_slice(num.format(content_length).as_bytes());
+    }
+    if let Some(ct) = head.content_type {
+        out.extend_from_slice(b"\r\nContent-Type: ");
+        out.extend_from_slice(ct.as_bytes());
+    }
+    for (name, value) in head.headers {
+        out.extend_from_slice(b"\r\n");
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+    }
+    if head.close {
+        out.extend_from_slice(b"\r\nConnection: close");
+    }
+    out.extend_from_slice(b"\r\n\r\n");
+}
+
+/// 204 and 304 responses have no body and no Content-Length (RFC 9110 §8.6).
+fn no_body_status(status: u16) -> bool {
+    status == 204 || status == 304
+}
+
+pub fn reason(status: u16) -> &'static str {
+    match status {
+        100 => "Continue",
+        200 => "OK",
+        201 => "Created",
+        204 => "No Content",
+        304 => "Not Modified",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        408 => "Request Timeout",
+        409 => "Conflict",
+        411 => "Length Required",
+        413 => "Content Too Large",
+        415 => "Unsupported Media Type",
+        417 => "Expectation Failed",
+        429 => "Too Many Requests",
+        431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
+        501 => "Not Implemented",
+        503 => "Service Unavailable",
+        _ => "Unknown",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DATE: &[u8] = b"Sun, 06 Nov 1994 08:49:37 GMT";
+
+    #[test]
+    fn encodes_status_date_length_and_extras() {
+        let mut out = Vec::new();
+        let head = ResponseHead {
+            status: 405,
+            content_type: Some("application/json"),
+            headers: &[("Allow", "GET, HEAD")],
+            close: true,
+        };
+        encode(&mut out, DATE, &head, b"{}", false);
+        assert_eq!(
+            out,
+            b"HTTP/1.1 405 Method Not Allowed\r\nDate: Sun, 06 Nov 1994 08:49:37 GMT\r\n\
+Content-Length: 2\r\nContent-Type: application/json\r\nAllow: GET, HEAD\r\nConnection: close\r\n\r\n{}"
+        );
+    }
+
+    #[test]
+    fn head_requests_and_204_carry_no_body() {
+        let mut out = Vec::new();
+        let head = ResponseHead {
+            status: 200,
+            content_type: None,
+            headers: &[],
+            close: false,
+        };
+        encode(&mut out, DATE, &head, b"hello", true);
+        assert!(out.ends_with(b"Content-Length: 5\r\n\r\n"));
+        out.clear();
+        let head = ResponseHead {
+            status: 204,
+            content_type: None,
+            headers: &[],
+            close: false,
+        };
+        encode(&mut out, DATE, &head, b"", false);
+        assert!(!out.windows(14).any(|w| w == b"Content-Length"));
+    }
+}

@@ -1,0 +1,200 @@
+//! The task queue between the poller and the workers: a fixed-capacity circular
+//! buffer guarded by a `parking_lot` mutex, with a condition variable for idle
+//! workers.
+//!
+//! It owns only ordering and blocking. It never allocates after construction and
+//! never blocks a producer: `push` on a full ring hands the item back, so the poller
+//! decides what to do (the server sizes the ring to the connection limit, and a
+//! connection is queued at most once, so a full ring means a broken invariant).
+//! `close` wakes every consumer; consumers drain what is left before they see `None`.
+
+use parking_lot::{Condvar, Mutex};
+
+/// A bounded multi-producer, multi-consumer FIFO.
+pub struct TaskQueue<T> {
+    ring: Mutex<Ring<T>>,
+    ready: Condvar,
+}
+
+struct Ring<T> {
+    slots: Box<[Option<T>]>,
+    /// Index of the oldest item.
+    head: usize,
+    len: usize,
+    closed: bool,
+}
+
+impl<T> TaskQueue<T> {
+    /// Makes a queue that holds at most `capacity` items (at least one).
+    pub fn with_capacity(capacity: usize) -> Self {
+        let capacity = capacity.max(1);
+        let slots = (0..capacity)
+            .map(|_| None)
+            .collect::<Vec<_>>()
+            .into_boxed_slice();
+        TaskQueue {
+            ring: Mutex::new(Ring {
+                slots,
+                head: 0,
+                len: 0,
+                closed: false,
+            }),
+            ready: Condvar::new(),
+        }
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.ring.lock().slots.len()
+    }
+
+    pub fn len(&self) -> usize {
+        self.ring.lock().len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Appends `item`, or returns it when the ring is full or closed.
+    pub fn push(&self, item: T) -> Result<(), T> {
+        let mut ring = self.ring.lock();
+        let cap = ring.slots.len();
+        if ring.closed || ring.len == cap {
+            return Err(item);
+        }
+        let tail = (ring.head + ring.len) % cap;
+        debug_assert!(ring.slots[tail].is_none(), "tail slot must be free");
+        ring.slots[tail] = Some(item);
+        ring.len += 1;
+        drop(ring);
+        self.ready.notify_one();
+        Ok(())
+    }
+
+    /// Removes the oldest item, waiting while the queue is empty. Returns `None` only
+    /// once the queue is closed and drained.
+    pub fn pop(&self) -> Option<T> {
+        let mut ring = self.ring.lock();
+        loop {
+            if ring.len > 0 {
+                let cap = ring.slots.len();
+                let head = ring.head;
+                let item = ring.slots[head].take();
+                debug_assert!(item.is_some(), "a counted slot holds an item");
+                ring.head = (head + 1) % cap;
+                ring.len -= 1;
+                return item;
+            }
+            if ring.closed {
+                return None;
+            }
+            self.ready.wait(&mut ring);
+        }
+    }
+
+    /// Refuses further pushes and wakes every waiting consumer.
+    pub fn close(&self) {
+        self.ring.lock().closed = true;
+        self.ready.notify_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    #[test]
+    fn items_come_out_in_push_order_across_wraparound() {
+        let q = TaskQueue::with_capacity(3);
+        for round in 0..5 {
+            for i in 0..3 {
+                q.push(round * 10 + i).expect("room for three");
+            }
+            for i in 0..3 {
+                assert_eq!(q.pop(), Some(round * 10 + i));
+            }
+        }
+        assert!(q.is_empty());
+    }
+
+    #[test]
+    fn full_queue_hands_the_item_back_without_blocking() {
+        let q = TaskQueue::with_capacity(2);
+        q.push(1).expect("room");
+        q.push(2).expect("room");
+        assert_eq!(q.push(3), Err(3));
+        assert_eq!(q.len(), 2);
+    }
+
+    #[test]
+    fn close_drains_remaining_items_then_returns_none() {
+        let q = TaskQueue::with_capacity(4);
+        q.push(7).expect("room");
+        q.close();
+        assert_eq!(q.push(8), Err(8));
+        assert_eq!(q.pop(), Some(7));
+        assert_eq!(q.pop(), None);
+    }
+
+    #[test]
+    fn close_wakes_blocked_consumers() {
+        let q = Arc::new(TaskQueue::<u32>::with_capacity(1));
+        let waiters: Vec<_> = (0..4)
+            .map(|_| {
+                let q = Arc::clone(&q);
+                std::thread::spawn(move || q.pop())
+            })
+            .collect();
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        q.close();
+        for w in waiters {
+            assert_eq!(w.join().expect("consumer thread"), None);
+        }
+    }
+
+    #[test]
+    fn every_item_is_delivered_exactly_once_under_contention() {
+        let q = Arc::new(TaskQueue::with_capacity(64));
+        let producers = 4;
+        let per = 10_000u64;
+        let consumers: Vec<_> = (0..3)
+            .map(|_| {
+                let q = Arc::clone(&q);
+                std::thread::spawn(move || {
+                    let mut got = Vec::new();
+                    while let Some(v) = q.pop() {
+                        got.push(v);
+                    }
+                    got
+                })
+            })
+            .collect();
+        let prods: Vec<_> = (0..producers)
+            .map(|p| {
+                let q = Arc::clone(&q);
+                std::thread::spawn(move || {
+                    for i in 0..per {
+                        let mut item = p * per + i;
+                        // The ring is smaller than the total: retry until a consumer makes room.
+                        while let Err(back) = q.push(item) {
+                            item = back;
+                            std::thread::yield_now();
+                        }
+                    }
+                })
+            })
+            .collect();
+        for p in prods {
+            p.join().expect("producer thread");
+        }
+        q.close();
+        let mut all: Vec<u64> = consumers
+            .into_iter()
+            .flat_map(|c| c.join().expect("consumer thread"))
+            .collect();
+        all.sort_unstable();
+        let expected: Vec<u64> = (0..producers * per).collect();
+        assert_eq!(all, expected);
+    }
+}

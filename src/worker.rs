@@ -1,0 +1,417 @@
+//! A worker thread: pop a connection, drive it until its socket would block, then
+//! park it again (or close it).
+//!
+//! Driving means: flush output left from last time; restore the partial request, if
+//! any, into this worker's read buffer; read until WouldBlock; answer every complete
+//! request in the bytes, in order (pipelining); write all the answers with one write;
+//! keep what is left of an incomplete request in a pooled buffer attached to the
+//! connection. A worker never waits for a client: it only blocks on the database.
+//! Requests that hash a password first take a permit from the hashing gate; without
+//! one the whole connection waits in the gate's queue, not the worker.
+
+use crate::api::{Api, Request, Route};
+use crate::conn::Conn;
+use crate::error::{ApiError, Error};
+use crate::http::chunked::ChunkedDecoder;
+use crate::http::date::DateCache;
+use crate::http::parse::parse_head;
+use crate::http::response::{encode, ResponseHead, CONTINUE};
+use crate::http::{Framing, Head, HttpError, Limits, Method};
+use crate::poller::would_block;
+use crate::server::{Permit, Shared};
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, TcpStream};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Output past this size is written before more requests are processed, so a client
+/// pipelining faster than it reads cannot grow the output buffer without bound.
+const OUT_HIGH_WATER: usize = 256 * 1024;
+
+/// What processing the buffered bytes came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    /// Every complete request is answered; what is left is part of the next one.
+    NeedMore,
+    /// A response that ends the connection was written.
+    Close,
+    /// The next request needs a hashing permit the connection does not hold.
+    NeedPermit,
+}
+
+pub struct Worker {
+    shared: Arc<Shared>,
+    /// The read buffer: allocated once, never resized; a whole JSON request fits.
+    buf: Box<[u8]>,
+    ctx: Ctx,
+}
+
+/// Everything request processing needs besides the read buffer.
+struct Ctx {
+    shared: Arc<Shared>,
+    api: Api,
+    limits: Limits,
+    /// Responses of the current batch.
+    out: Vec<u8>,
+    /// Scratch for one response body.
+    body: Vec<u8>,
+    /// Scratch for one decoded chunked request body.
+    decoded: Vec<u8>,
+    date: DateCache,
+}
+
+impl Worker {
+    pub fn new(shared: Arc<Shared>, api: Api) -> Worker {
+        let cfg = &shared.config;
+        let buf = vec![0u8; cfg.read_buffer_bytes()].into_boxed_slice();
+        let ctx = Ctx {
+            limits: Limits {
+                max_head_bytes: cfg.max_header_bytes,
+                max_headers: cfg.max_headers,
+            },
+            out: Vec::with_capacity(64 * 1024),
+            body: Vec::with_capacity(16 * 1024),
+            decoded: Vec::with_capacity(cfg.max_json_bytes),
+            date: DateCache::default(),
+            api,
+            shared: Arc::clone(&shared),
+        };
+        Worker { shared, buf, ctx }
+    }
+
+    /// Serves connections until the queue is closed and empty.
+    pub fn run(mut self) {
+        while let Some(conn) = self.shared.queue.pop() {
+            let started = Instant::now();
+            self.shared.stats.busy.fetch_add(1, Relaxed);
+            let mut next = Some(conn);
+            while let Some(conn) = next {
+                next = self.drive(conn);
+            }
+            self.shared.stats.busy.fetch_sub(1, Relaxed);
+            self.shared.stats.tasks.fetch_add(1, Relaxed);
+            self.shared
+                .stats
+                .task_nanos
+                .fetch_add(started.elapsed().as_nanos() as u64, Relaxed);
+        }
+    }
+
+    /// Drives `conn` until it would block. Returns it when it should be driven again
+    /// at once (it was just granted a hashing permit).
+    fn drive(&mut self, mut conn: Box<Conn>) -> Option<Box<Conn>> {
+        if !conn.pending_out.is_empty() {
+            let pending = std::mem::take(&mut conn.pending_out);
+            let written = write_some(&conn.sock, &pending).ok()?;
+            if written < pending.len() {
+                conn.pending_out = pending;
+                conn.pending_out.drain(..written);
+                self.park(conn);
+                return None;
+            }
+        }
+        if conn.is_closing() {
+            self.close_gracefully(conn);
+            return None;
+        }
+
+        let mut len = 0;
+        if let Some(partial) = conn.partial.take() {
+            len = partial.len();
+            self.buf[..len].copy_from_slice(&partial);
+            self.shared.buffers.put(partial);
+        }
+        self.ctx.out.clear();
+        let mut eof = false;
+        let step = loop {
+            let mut blocked = false;
+            while len < self.buf.len() {
+                match (&conn.sock).read(&mut self.buf[len..]) {
+                    Ok(0) => {
+                        eof = true;
+                        break;
+                    }
+                    Ok(n) => len += n,
+                    Err(e) if would_block(&e) => {
+                        blocked = true;
+                        break;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    // Reset or another hard error: nothing can be delivered any more.
+                    Err(_) => return None,
+                }
+            }
+            let (used, step) = self.ctx.process(&mut conn, &self.buf[..len]);
+            self.buf.copy_within(used..len, 0);
+            len -= used;
+            if step != Step::NeedMore {
+                break step;
+            }
+            if len == self.buf.len() {
+                // The buffer is full of one incomplete request: it can never fit.
+                let err = match conn.state {
+                    crate::conn::ConnState::Reading {
+                        head_done: true, ..
+                    } => HttpError::BodyTooLarge,
+                    _ => HttpError::HeadTooLarge,
+                };
+                self.ctx.fail(err.into(), false);
+                break Step::Close;
+            }
+            if self.ctx.out.len() >= OUT_HIGH_WATER {
+                let written = write_some(&conn.sock, &self.ctx.out).ok()?;
+                self.ctx.out.drain(..written);
+                if !self.ctx.out.is_empty() {
+                    // The client is not reading; stop taking its requests until it does.
+                    break Step::NeedMore;
+                }
+            }
+            if blocked || eof {
+                break step;
+            }
+        };
+
+        // One write for the whole batch; whatever the socket does not take waits.
+        let written = write_some(&conn.sock, &self.ctx.out).ok()?;
+        if written < self.ctx.out.len() {
+            conn.pending_out.extend_from_slice(&self.ctx.out[written..]);
+        }
+
+        if step == Step::Close || eof {
+            conn.start_closing();
+            if let Some(p) = conn.partial.take() {
+                self.shared.buffers.put(p);
+            }
+            if conn.pending_out.is_empty() {
+                self.close_gracefully(conn);
+            } else {
+                self.park(conn);
+            }
+            return None;
+        }
+        if len > 0 {
+            let mut partial = self.shared.buffers.get();
+            partial.extend_from_slice(&self.buf[..len]);
+            conn.partial = Some(partial);
+        }
+        if step == Step::NeedPermit && conn.pending_out.is_empty() {
+            // Atomically take a permit or wait in the gate's queue.
+            let mut conn = self.shared.gate.acquire_or_park(conn)?;
+            conn.permit = Some(Permit::new(Arc::clone(&self.shared)));
+            return Some(conn);
+        }
+        self.park(conn);
+        None
+    }
+
+    /// Parks `conn` for its next event, or drops it once the poller is gone.
+    fn park(&self, mut conn: Box<Conn>) {
+        if self.shared.is_stopped() {
+            return;
+        }
+        let cfg = &self.shared.config;
+        conn.deadline =
+            conn.park_deadline(Instant::now(), cfg.header_timeout, cfg.keepalive_timeout);
+        let writable = !conn.pending_out.is_empty();
+        self.shared.registry.park(conn, writable);
+    }
+
+    /// Shuts down our side, then discards input until EOF; parks while the client
+    /// still has bytes in flight, so closing never resets the last response away.
+    fn close_gracefully(&self, conn: Box<Conn>) {
+        let _ = conn.sock.shutdown(Shutdown::Write);
+        let mut sink = [0u8; 4096];
+        loop {
+            match (&conn.sock).read(&mut sink) {
+                Ok(0) => return,
+                Ok(_) => {}
+                Err(e) if would_block(&e) => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return,
+            }
+        }
+        self.park(conn);
+    }
+}
+
+/// Writes as much of `bytes` as the socket takes without blocking.
+fn write_some(mut sock: &TcpStream, bytes: &[u8]) -> io::Result<usize> {
+    let mut written = 0;
+    while written < bytes.len() {
+        match sock.write(&bytes[written..]) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => written += n,
+            Err(e) if would_block(&e) => break,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(written)
+}
+
+impl Ctx {
+    /// Answers every complete request at the start of `buf`. Returns the bytes used
+    /// and why it stopped.
+    fn process(&mut self, conn: &mut Conn, buf: &[u8]) -> (usize, Step) {
+        let mut pos = 0;
+        loop {
+            let rest = &buf[pos..];
+            if rest.is_empty() {
+                return (pos, Step::NeedMore);
+            }
+            let head = match parse_head(rest, &self.limits) {
+                Ok(Some(head)) => head,
+                Ok(None) => {
+                    conn.reading(false);
+                    return (pos, Step::NeedMore);
+                }
+                Err(e) => {
+                    self.fail(e.into(), false);
+                    return (pos, Step::Close);
+                }
+            };
+            let head_only = head.method == Method::Head;
+            let (route, limit) = match self.api.plan(&head, rest) {
+                Ok((route, limit)) => (Ok(route), limit),
+                Err(e) if e.closes_connection() => {
+                    self.fail(e, head_only);
+                    return (pos, Step::Close);
+                }
+                Err(e) => {
+                    if head.expect_continue && head.framing != Framing::None {
+                        // The client waits for 100 before sending its body: answer now
+                        // and close instead of reading a body that may never come.
+                        self.fail(e, head_only);
+                        return (pos, Step::Close);
+                    }
+                    (Err(e), self.shared.config.max_json_bytes as u64)
+                }
+            };
+
+            let mut decoded = std::mem::take(&mut self.decoded);
+            let framed = self.frame_body(&head, rest, limit, &mut decoded);
+            let end = match framed {
+                Ok(Some(end)) => end,
+                Ok(None) => {
+                    self.decoded = decoded;
+                    conn.reading(true);
+                    if head.expect_continue && conn.take_continue() {
+                        self.out.extend_from_slice(CONTINUE);
+                    }
+                    return (pos, Step::NeedMore);
+                }
+                Err(e) => {
+                    self.decoded = decoded;
+                    self.fail(e.into(), head_only);
+                    return (pos, Step::Close);
+                }
+            };
+            let body: &[u8] = match head.framing {
+                Framing::Chunked => &decoded,
+                Framing::Length(_) => &rest[head.len..end],
+                Framing::None => &[],
+            };
+
+            if let Ok(route) = route {
+                if route.needs_hash_permit() && conn.permit.is_none() {
+                    self.decoded = decoded;
+                    conn.reading(true);
+                    return (pos, Step::NeedPermit);
+                }
+            }
+            let close = !head.keep_alive || self.shared.is_shutting_down();
+            let used_permit = route.as_ref().is_ok_and(|r| r.needs_hash_permit());
+            let req = Request {
+                head: &head,
+                buf: rest,
+                body,
+            };
+            self.answer(route, &req, close, head_only);
+            if used_permit {
+                // Dropping the permit releases it (possibly to a waiting connection).
+                conn.permit = None;
+            }
+            self.decoded = decoded;
+            pos += end;
+            conn.request_done();
+            if close {
+                return (pos, Step::Close);
+            }
+        }
+    }
+
+    /// Where the body of the request at the start of `rest` ends, `None` while it is
+    /// incomplete. A chunked body is decoded into `decoded`.
+    fn frame_body(
+        &self,
+        head: &Head,
+        rest: &[u8],
+        limit: u64,
+        decoded: &mut Vec<u8>,
+    ) -> Result<Option<usize>, HttpError> {
+        match head.framing {
+            Framing::None => Ok(Some(head.len)),
+            Framing::Length(n) => {
+                // `plan` refused anything over the limit, which fits in memory.
+                let end = head.len + n as usize;
+                Ok((rest.len() >= end).then_some(end))
+            }
+            Framing::Chunked => {
+                decoded.clear();
+                let mut dec = ChunkedDecoder::new(limit);
+                let used = dec.decode(&rest[head.len..], |b| {
+                    decoded.extend_from_slice(b);
+                    Ok::<(), HttpError>(())
+                })?;
+                Ok(dec.is_done().then_some(head.len + used))
+            }
+        }
+    }
+
+    /// Runs the handler (or renders the routing error) and encodes the response.
+    fn answer(
+        &mut self,
+        route: Result<Route, Error>,
+        req: &Request<'_>,
+        close: bool,
+        head_only: bool,
+    ) {
+        self.body.clear();
+        let stats = &self.shared.stats;
+        let result = match route {
+            Ok(route) => {
+                stats.count(Some(route.kind()));
+                self.api.handle(route, req, &mut self.body)
+            }
+            Err(e) => {
+                stats.count(None);
+                Err(e)
+            }
+        };
+        let date = self.date.now();
+        match result {
+            Ok(reply) => {
+                let head = ResponseHead {
+                    status: reply.status,
+                    content_type: reply.content_type,
+                    headers: &[],
+                    close,
+                };
+                encode(&mut self.out, date, &head, &self.body, head_only);
+            }
+            Err(e) => {
+                if let Error::Api(ApiError::Internal(detail)) = &e {
+                    tracing::error!("internal error: {detail}");
+                }
+                e.encode(&mut self.out, date, close, head_only);
+            }
+        }
+    }
+
+    /// Answers a request that ends the connection.
+    fn fail(&mut self, e: Error, head_only: bool) {
+        self.shared.stats.count(None);
+        e.encode(&mut self.out, self.date.now(), true, head_only);
+    }
+}
