@@ -178,7 +178,20 @@ impl Worker {
             conn.pending_out.extend_from_slice(&self.ctx.out[written..]);
         }
 
-        if step == Step::Close || eof {
+        if step == Step::NeedPermit && conn.pending_out.is_empty() {
+            // Keep what is buffered and take a permit or wait in the gate's queue
+            // (atomically). A client that already half-closed still gets its answer:
+            // the next drive reads EOF again and closes after responding.
+            if len > 0 {
+                let mut partial = self.shared.buffers.get();
+                partial.extend_from_slice(&self.buf[..len]);
+                conn.partial = Some(partial);
+            }
+            let mut conn = self.shared.gate.acquire_or_park(conn)?;
+            conn.permit = Some(Permit::new(Arc::clone(&self.shared)));
+            return Some(conn);
+        }
+        if step == Step::Close || (eof && step != Step::NeedPermit) {
             conn.start_closing();
             if let Some(p) = conn.partial.take() {
                 self.shared.buffers.put(p);
@@ -194,12 +207,6 @@ impl Worker {
             let mut partial = self.shared.buffers.get();
             partial.extend_from_slice(&self.buf[..len]);
             conn.partial = Some(partial);
-        }
-        if step == Step::NeedPermit && conn.pending_out.is_empty() {
-            // Atomically take a permit or wait in the gate's queue.
-            let mut conn = self.shared.gate.acquire_or_park(conn)?;
-            conn.permit = Some(Permit::new(Arc::clone(&self.shared)));
-            return Some(conn);
         }
         self.park(conn);
         None

@@ -178,8 +178,11 @@ pub fn parse_head(buf: &[u8], limits: &Limits) -> Result<Option<Head>, HttpError
     };
 
     let mut content_length: Option<u64> = None;
-    let mut chunked = false;
     let mut saw_te = false;
+    // Transfer codings across every Transfer-Encoding field, in order.
+    let mut chunked_count = 0;
+    let mut last_chunked = false;
+    let mut other_coding = false;
     let mut hosts = 0;
     for h in req.headers.iter() {
         let name = h.name;
@@ -192,19 +195,15 @@ pub fn parse_head(buf: &[u8], limits: &Limits) -> Result<Option<Head>, HttpError
         } else if name.eq_ignore_ascii_case("transfer-encoding") {
             saw_te = true;
             for coding in tokens(value) {
-                if chunked {
-                    // chunked must be the final coding, and applied once.
-                    return Err(HttpError::BadRequest(
-                        "chunked must be the last transfer coding",
-                    ));
-                }
                 if coding.is_empty() {
                     return Err(HttpError::BadRequest("empty transfer coding"));
                 }
                 if coding.eq_ignore_ascii_case(b"chunked") {
-                    chunked = true;
+                    chunked_count += 1;
+                    last_chunked = true;
                 } else {
-                    return Err(HttpError::UnsupportedCoding);
+                    other_coding = true;
+                    last_chunked = false;
                 }
             }
         } else if name.eq_ignore_ascii_case("connection") {
@@ -246,11 +245,13 @@ pub fn parse_head(buf: &[u8], limits: &Limits) -> Result<Option<Head>, HttpError
                 "transfer-encoding in an HTTP/1.0 request",
             ))
         }
-        (true, None) if !chunked => {
+        // RFC 9112 §6.3: without chunked as the final coding the length is unknowable.
+        (true, None) if !last_chunked || chunked_count > 1 => {
             return Err(HttpError::BadRequest(
-                "transfer-encoding does not end in chunked",
+                "transfer-encoding must end in a single chunked",
             ))
         }
+        (true, None) if other_coding => return Err(HttpError::UnsupportedCoding),
         (true, None) => Framing::Chunked,
         (false, Some(0)) | (false, None) => Framing::None,
         (false, Some(n)) => Framing::Length(n),
@@ -411,10 +412,10 @@ mod tests {
             bad("POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"),
             HttpError::UnsupportedCoding
         );
-        assert_eq!(
-            bad("POST / HTTP/1.1\r\nTransfer-Encoding: chunked, gzip\r\n\r\n"),
-            HttpError::BadRequest("chunked must be the last transfer coding")
-        );
+        for c in ["chunked, gzip", "gzip", "identity"] {
+            let req = format!("POST / HTTP/1.1\r\nTransfer-Encoding: {c}\r\n\r\n");
+            assert!(matches!(bad(&req), HttpError::BadRequest(_)), "{c}");
+        }
         assert_eq!(
             bad("GET / HTTP/1.1\r\nExpect: fast\r\n\r\n"),
             HttpError::ExpectationFailed

@@ -1,0 +1,45 @@
+# crudrs — one command runs the server, one passes the tests.
+#   make run [THREADS=4] [ARGS="--port 8080"]   release build + local PostgreSQL + server
+#   make test                                   every test of the workspace, against a real PostgreSQL
+#   make bench / bench-health                   benchmarks (server on CPU 1, load on CPU 0)
+#   make db / db-stop                           start or stop the project-local cluster (.pg/)
+#   make lint                                   rustfmt check + clippy with warnings denied
+# With DATABASE_URL set, that database is used and no cluster is started.
+
+THREADS ?=
+ARGS ?=
+CARGO ?= cargo
+
+.PHONY: run build test lint fmt db db-stop bench bench-health clean-db
+
+build:
+	$(CARGO) build --release --workspace
+
+run: build
+	scripts/with-db.sh target/release/server $(THREADS) $(ARGS)
+
+test:
+	scripts/with-db.sh $(CARGO) test --workspace
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+fmt:
+	$(CARGO) fmt --all
+
+db:
+	@scripts/pg.sh start .pg 54329
+
+db-stop:
+	scripts/pg.sh stop .pg
+
+clean-db: db-stop
+	rm -rf .pg
+
+bench-health: build
+	scripts/bench-health.sh
+
+bench: build
+	scripts/bench-health.sh
+	scripts/bench-sample.sh

@@ -1,0 +1,372 @@
+//! Shared helpers for the black-box tests: a throw-away database per test, the
+//! server binary started against it, and a raw HTTP/1.1 client that reports exactly
+//! what came back on the wire (including whether the server closed).
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+static NEXT_DB: AtomicUsize = AtomicUsize::new(0);
+
+/// The admin connection string `make test` exports.
+pub fn admin_url() -> String {
+    std::env::var("DATABASE_URL")
+        .expect("DATABASE_URL must name a PostgreSQL database that may create databases: run the tests with `make test`")
+}
+
+/// `url` with its database name replaced (key=value or URL form).
+pub fn with_dbname(url: &str, name: &str) -> String {
+    if let Some(rest) = url
+        .strip_prefix("postgres://")
+        .or_else(|| url.strip_prefix("postgresql://"))
+    {
+        let (before_query, query) = rest
+            .split_once('?')
+            .map_or((rest, None), |(a, b)| (a, Some(b)));
+        let authority = before_query.split('/').next().unwrap_or("");
+        let q = query.map(|q| format!("?{q}")).unwrap_or_default();
+        format!("postgres://{authority}/{name}{q}")
+    } else {
+        format!("{url} dbname={name}")
+    }
+}
+
+/// A database of its own for one test, dropped afterwards.
+pub struct TestDb {
+    pub url: String,
+    pub name: String,
+    admin: String,
+}
+
+impl TestDb {
+    pub fn new(tag: &str) -> TestDb {
+        let admin = admin_url();
+        let name = format!(
+            "crudrs_t_{tag}_{}_{}",
+            std::process::id(),
+            NEXT_DB.fetch_add(1, Ordering::Relaxed)
+        );
+        let mut c = postgres::Client::connect(&admin, postgres::NoTls)
+            .expect("connect to the admin database");
+        c.batch_execute(&format!("CREATE DATABASE {name}"))
+            .expect("create test database");
+        TestDb {
+            url: with_dbname(&admin, &name),
+            name,
+            admin,
+        }
+    }
+
+    pub fn client(&self) -> postgres::Client {
+        postgres::Client::connect(&self.url, postgres::NoTls).expect("connect to the test database")
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        if let Ok(mut c) = postgres::Client::connect(&self.admin, postgres::NoTls) {
+            let _ = c.batch_execute(&format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.name
+            ));
+        }
+    }
+}
+
+/// The server binary, running against a test database.
+pub struct Server {
+    pub child: Child,
+    pub addr: SocketAddr,
+}
+
+/// Settings every test server gets through the environment twins of the flags, so
+/// a test's own flags override them: a free port, cheap password hashing.
+const BASE_ENV: &[(&str, &str)] = &[
+    ("PORT", "0"),
+    ("ARGON2_MEMORY_KIB", "8"),
+    ("ARGON2_ITERATIONS", "1"),
+];
+
+impl Server {
+    pub fn start(db_url: &str, args: &[&str]) -> Server {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_server"));
+        cmd.args(args)
+            .arg("--no-stats")
+            .envs(BASE_ENV.iter().copied())
+            .env("DATABASE_URL", db_url)
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        let mut child = cmd.spawn().expect("spawn server");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            if let Some(Ok(line)) = lines.next() {
+                let _ = tx.send(line);
+            }
+            // Keep draining so the server never blocks on a full pipe.
+            for _ in lines {}
+        });
+        let line = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("server printed its address");
+        let addr = line
+            .split("http://")
+            .nth(1)
+            .and_then(|s| s.split_whitespace().next())
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
+        Server { child, addr }
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "server did not exit after SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One response as received.
+#[derive(Debug, Clone)]
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!(
+                "body is not JSON ({e}): {:?}",
+                String::from_utf8_lossy(&self.body)
+            )
+        })
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+pub fn connect(addr: SocketAddr) -> TcpStream {
+    let s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    s.set_nodelay(true).expect("nodelay");
+    s
+}
+
+/// Reads responses from a connection. `head_only` says which of them answer HEAD.
+pub struct Reader {
+    pub stream: TcpStream,
+    buf: Vec<u8>,
+    pub closed: bool,
+}
+
+impl Reader {
+    pub fn new(stream: TcpStream) -> Reader {
+        Reader {
+            stream,
+            buf: Vec::new(),
+            closed: false,
+        }
+    }
+
+    fn fill(&mut self) -> bool {
+        let mut chunk = [0u8; 16384];
+        match self.stream.read(&mut chunk) {
+            Ok(0) => {
+                self.closed = true;
+                false
+            }
+            Ok(n) => {
+                self.buf.extend_from_slice(&chunk[..n]);
+                true
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {
+                self.closed = true;
+                false
+            }
+            Err(e) => panic!("read failed: {e}"),
+        }
+    }
+
+    /// The next response, or `None` when the server closed first.
+    pub fn next(&mut self, head_only: bool) -> Option<Response> {
+        loop {
+            let mut headers = [httparse::EMPTY_HEADER; 64];
+            let mut resp = httparse::Response::new(&mut headers);
+            match resp.parse(&self.buf).expect("a valid response") {
+                httparse::Status::Complete(n) => {
+                    let status = resp.code.expect("status");
+                    let headers: Vec<(String, String)> = resp
+                        .headers
+                        .iter()
+                        .map(|h| {
+                            (
+                                h.name.to_string(),
+                                String::from_utf8_lossy(h.value).into_owned(),
+                            )
+                        })
+                        .collect();
+                    let len: usize = headers
+                        .iter()
+                        .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+                        .map(|(_, v)| v.parse().expect("numeric content-length"))
+                        .unwrap_or(0);
+                    let len = if head_only || status == 100 { 0 } else { len };
+                    while self.buf.len() < n + len {
+                        assert!(self.fill(), "connection closed inside a response body");
+                    }
+                    let body = self.buf[n..n + len].to_vec();
+                    self.buf.drain(..n + len);
+                    return Some(Response {
+                        status,
+                        headers,
+                        body,
+                    });
+                }
+                httparse::Status::Partial => {
+                    if !self.fill() {
+                        assert!(
+                            self.buf.is_empty(),
+                            "partial response before close: {:?}",
+                            String::from_utf8_lossy(&self.buf)
+                        );
+                        return None;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Reads until the server closes; returns every response seen.
+    pub fn until_close(&mut self) -> Vec<Response> {
+        let mut all = Vec::new();
+        while let Some(r) = self.next(false) {
+            all.push(r);
+        }
+        all
+    }
+}
+
+/// Sends `raw` on a new connection and collects every response until the server
+/// closes or `want` responses arrived (then checks nothing else is pending).
+pub fn exchange(addr: SocketAddr, raw: &[u8]) -> (Vec<Response>, bool) {
+    let mut s = connect(addr);
+    s.write_all(raw).expect("write");
+    let _ = s.shutdown(std::net::Shutdown::Write);
+    let mut r = Reader::new(s);
+    let all = r.until_close();
+    (all, r.closed)
+}
+
+/// A small JSON client over one keep-alive connection per call.
+pub struct Api {
+    pub addr: SocketAddr,
+}
+
+impl Api {
+    pub fn new(addr: SocketAddr) -> Api {
+        Api { addr }
+    }
+
+    pub fn call(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&str>,
+    ) -> Response {
+        let mut req = format!("{method} {path} HTTP/1.1\r\nHost: t\r\n");
+        if let Some(t) = token {
+            req.push_str(&format!("Authorization: Bearer {t}\r\n"));
+        }
+        if let Some(b) = body {
+            req.push_str(&format!(
+                "Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{b}",
+                b.len()
+            ));
+        } else {
+            req.push_str("\r\n");
+        }
+        let mut s = connect(self.addr);
+        s.write_all(req.as_bytes()).expect("write");
+        Reader::new(s).next(method == "HEAD").expect("a response")
+    }
+
+    pub fn post(&self, path: &str, token: Option<&str>, body: &serde_json::Value) -> Response {
+        self.call("POST", path, token, Some(&body.to_string()))
+    }
+
+    pub fn get(&self, path: &str, token: Option<&str>) -> Response {
+        self.call("GET", path, token, None)
+    }
+
+    /// Creates a user and returns its token.
+    pub fn user(&self, name: &str) -> String {
+        let r = self.post(
+            "/auth/create",
+            None,
+            &serde_json::json!({"username": name, "password": "correct horse", "email": format!("{name}@example.org")}),
+        );
+        assert_eq!(r.status, 201, "{}", r.text());
+        r.json()["api_key"].as_str().expect("api_key").to_string()
+    }
+}
+
+/// Waits for `f` to hold, polling, up to `timeout`.
+pub fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    f()
+}
+
+/// The C project's sample body.
+pub fn fixture_body() -> String {
+    std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/body.json"
+    ))
+    .expect("fixture")
+}
