@@ -24,9 +24,7 @@ impl BufferPool {
 
     /// An empty buffer with room for `size` bytes.
     pub fn get(&self) -> Vec<u8> {
-        self.free
-            .pop()
-            .unwrap_or_else(|| Vec::with_capacity(self.size))
+        self.free.pop().unwrap_or_else(|| Vec::with_capacity(self.size))
     }
 
     /// Returns a buffer; it is kept for reuse only if the pool has room and the buffer

@@ -145,9 +145,7 @@ impl Config {
     pub fn from_args(a: Args, stderr_is_terminal: bool) -> Result<Config, String> {
         let threads = match a.threads {
             Some(n) => usize::from(n),
-            None => std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(1),
+            None => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
         };
         if a.max_connections == 0 {
             return Err("max-connections must be at least 1".into());
@@ -218,11 +216,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         "m" => Duration::from_secs(n * 60),
         "h" => Duration::from_secs(n * 3600),
         "d" => Duration::from_secs(n * 86_400),
-        _ => {
-            return Err(format!(
-                "invalid duration unit in {s:?}: use ms, s, m, h or d"
-            ))
-        }
+        _ => return Err(format!("invalid duration unit in {s:?}: use ms, s, m, h or d")),
     };
     Ok(d)
 }

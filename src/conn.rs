@@ -52,12 +52,7 @@ pub struct Conn {
 }
 
 impl Conn {
-    pub(crate) fn new(
-        key: usize,
-        sock: TcpStream,
-        registry: Arc<Registry>,
-        deadline: Instant,
-    ) -> Conn {
+    pub(crate) fn new(key: usize, sock: TcpStream, registry: Arc<Registry>, deadline: Instant) -> Conn {
         Conn {
             key,
             sock,
@@ -74,9 +69,7 @@ impl Conn {
     pub fn reading(&mut self, head_done: bool) {
         self.state = match self.state {
             ConnState::Reading {
-                since,
-                continue_sent,
-                ..
+                since, continue_sent, ..
             } => ConnState::Reading {
                 since,
                 head_done,
@@ -119,12 +112,7 @@ impl Conn {
     }
 
     /// The deadline for parking now, from the state and the configured timeouts.
-    pub fn park_deadline(
-        &self,
-        now: Instant,
-        header_timeout: Duration,
-        idle_timeout: Duration,
-    ) -> Instant {
+    pub fn park_deadline(&self, now: Instant, header_timeout: Duration, idle_timeout: Duration) -> Instant {
         if !self.pending_out.is_empty() {
             return now + idle_timeout;
         }
@@ -135,9 +123,7 @@ impl Conn {
                 head_done: false,
                 ..
             } => since + header_timeout,
-            ConnState::Reading {
-                head_done: true, ..
-            } => now + idle_timeout,
+            ConnState::Reading { head_done: true, .. } => now + idle_timeout,
             ConnState::Closing => now + LINGER,
         }
     }

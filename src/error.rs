@@ -216,10 +216,7 @@ mod tests {
     #[test]
     fn body_is_json_with_error_and_detail() {
         let mut out = Vec::new();
-        Error::from(ApiError::Invalid(
-            "latitude: must be a finite number".into(),
-        ))
-        .write_body(&mut out);
+        Error::from(ApiError::Invalid("latitude: must be a finite number".into())).write_body(&mut out);
         let v: serde_json::Value = serde_json::from_slice(&out).expect("json");
         assert_eq!(v["error"], "bad_request");
         assert_eq!(v["detail"], "latitude: must be a finite number");

@@ -206,8 +206,7 @@ pub fn run(shared: Arc<Shared>, listener: TcpListener) {
             let draining = draining_since.is_some();
             reg.take_where(
                 |c| {
-                    c.deadline <= now
-                        || (draining && matches!(c.state, ConnState::Idle | ConnState::Closing))
+                    c.deadline <= now || (draining && matches!(c.state, ConnState::Idle | ConnState::Closing))
                 },
                 |conn| expire(&shared, conn, now, &mut date, &mut scratch),
             );
@@ -228,12 +227,7 @@ pub fn run(shared: Arc<Shared>, listener: TcpListener) {
 
 /// Accepts until the backlog is empty. Over the connection limit a client gets 503
 /// with Retry-After and is closed, instead of waiting in the backlog.
-fn accept_all(
-    shared: &Arc<Shared>,
-    listener: &TcpListener,
-    date: &mut DateCache,
-    scratch: &mut Vec<u8>,
-) {
+fn accept_all(shared: &Arc<Shared>, listener: &TcpListener, date: &mut DateCache, scratch: &mut Vec<u8>) {
     let cfg = &shared.config;
     loop {
         match listener.accept() {
@@ -274,13 +268,7 @@ fn refuse(mut sock: TcpStream, err: &Error, date: &mut DateCache, scratch: &mut 
 }
 
 /// A parked connection ran out of time (or shutdown wants it gone).
-fn expire(
-    shared: &Shared,
-    conn: Box<Conn>,
-    now: Instant,
-    date: &mut DateCache,
-    scratch: &mut Vec<u8>,
-) {
+fn expire(shared: &Shared, conn: Box<Conn>, now: Instant, date: &mut DateCache, scratch: &mut Vec<u8>) {
     if let ConnState::Reading { .. } = conn.state {
         if conn.deadline <= now && conn.pending_out.is_empty() {
             shared.stats.timeouts.fetch_add(1, Ordering::Relaxed);

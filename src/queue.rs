@@ -28,10 +28,7 @@ impl<T> TaskQueue<T> {
     /// Makes a queue that holds at most `capacity` items (at least one).
     pub fn with_capacity(capacity: usize) -> Self {
         let capacity = capacity.max(1);
-        let slots = (0..capacity)
-            .map(|_| None)
-            .collect::<Vec<_>>()
-            .into_boxed_slice();
+        let slots = (0..capacity).map(|_| None).collect::<Vec<_>>().into_boxed_slice();
         TaskQueue {
             ring: Mutex::new(Ring {
                 slots,

@@ -108,8 +108,7 @@ impl Server {
         let listener = poller::bind(config.addr, config.backlog)
             .map_err(|e| format!("cannot listen on {}: {e}", config.addr))?;
         let addr = listener.local_addr().map_err(|e| e.to_string())?;
-        let registry =
-            Arc::new(Registry::new(config.max_connections).map_err(|e| format!("poller: {e}"))?);
+        let registry = Arc::new(Registry::new(config.max_connections).map_err(|e| format!("poller: {e}"))?);
         let shared = Arc::new(Shared {
             queue: TaskQueue::with_capacity(config.max_connections),
             gate: Gate::new(config.hash_concurrency),
@@ -130,10 +129,7 @@ impl Server {
         };
         for i in 0..shared.config.threads {
             let worker = Worker::new(Arc::clone(&shared), Api::new(Arc::clone(&state)));
-            threads.push(spawn(
-                format!("worker-{i}"),
-                Box::new(move || worker.run()),
-            )?);
+            threads.push(spawn(format!("worker-{i}"), Box::new(move || worker.run()))?);
         }
         let s = Arc::clone(&shared);
         threads.push(spawn(

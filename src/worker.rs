@@ -151,9 +151,7 @@ impl Worker {
             if len == self.buf.len() {
                 // The buffer is full of one incomplete request: it can never fit.
                 let err = match conn.state {
-                    crate::conn::ConnState::Reading {
-                        head_done: true, ..
-                    } => HttpError::BodyTooLarge,
+                    crate::conn::ConnState::Reading { head_done: true, .. } => HttpError::BodyTooLarge,
                     _ => HttpError::HeadTooLarge,
                 };
                 self.ctx.fail(err.into(), false);
@@ -218,8 +216,7 @@ impl Worker {
             return;
         }
         let cfg = &self.shared.config;
-        conn.deadline =
-            conn.park_deadline(Instant::now(), cfg.header_timeout, cfg.keepalive_timeout);
+        conn.deadline = conn.park_deadline(Instant::now(), cfg.header_timeout, cfg.keepalive_timeout);
         let writable = !conn.pending_out.is_empty();
         self.shared.registry.park(conn, writable);
     }
@@ -377,13 +374,7 @@ impl Ctx {
     }
 
     /// Runs the handler (or renders the routing error) and encodes the response.
-    fn answer(
-        &mut self,
-        route: Result<Route, Error>,
-        req: &Request<'_>,
-        close: bool,
-        head_only: bool,
-    ) {
+    fn answer(&mut self, route: Result<Route, Error>, req: &Request<'_>, close: bool, head_only: bool) {
         self.body.clear();
         let stats = &self.shared.stats;
         let result = match route {

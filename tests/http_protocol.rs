@@ -1,6 +1,8 @@
 //! HTTP/1.1 behaviour seen from a raw socket: pipelining, arbitrary splits,
 //! 100-continue, keep-alive rules, limits, timeouts, the connection limit, and a
 //! table of malformed and smuggling inputs.
+// A panic is how a test reports failure, so unwrap is fine here.
+#![allow(clippy::unwrap_used)]
 
 mod common;
 
@@ -13,9 +15,8 @@ const HEALTH: &str = "GET /health HTTP/1.1\r\nHost: t\r\n\r\n";
 /// A side-effecting request appended after each bad input: if the server ever ran
 /// it, a user named `smuggled_N` would exist.
 fn smuggled(i: usize) -> String {
-    let body = format!(
-        r#"{{"username":"smuggled_{i}","password":"password123","email":"s{i}@example.org"}}"#
-    );
+    let body =
+        format!(r#"{{"username":"smuggled_{i}","password":"password123","email":"s{i}@example.org"}}"#);
     format!(
         "POST /auth/create HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
@@ -48,10 +49,7 @@ fn malformed_and_smuggling_inputs_get_4xx_and_close_without_running_the_next_req
         (400, "GET /health HTTP/1.1\r\nHost : t\r\n\r\n".into()),
         (400, "GET /health HTTP/1.1\r\nX(: y\r\n\r\n".into()),
         (400, "GET /health HTTP/1.1\r\nX: a\x00b\r\n\r\n".into()),
-        (
-            400,
-            "GET /health HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n".into(),
-        ),
+        (400, "GET /health HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n".into()),
         (
             400,
             format!("{post}Content-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"),
@@ -76,15 +74,10 @@ fn malformed_and_smuggling_inputs_get_4xx_and_close_without_running_the_next_req
             format!("{post}Content-Length: 184467440737095516160\r\n\r\n"),
         ),
         (400, format!("{post}Transfer-Encoding: gzip\r\n\r\n")),
+        (400, format!("{post}Transfer-Encoding: chunked, identity\r\n\r\n")),
         (
             400,
-            format!("{post}Transfer-Encoding: chunked, identity\r\n\r\n"),
-        ),
-        (
-            400,
-            format!(
-                "{post}Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
-            ),
+            format!("{post}Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"),
         ),
         (
             400,
@@ -146,12 +139,9 @@ fn malformed_and_smuggling_inputs_get_4xx_and_close_without_running_the_next_req
         assert!(r.json()["error"].is_string(), "case {i}");
     }
     let count = |c: &mut postgres::Client| -> i64 {
-        c.query_one(
-            "SELECT count(*) FROM users WHERE username LIKE 'smuggled%'",
-            &[],
-        )
-        .unwrap()
-        .get(0)
+        c.query_one("SELECT count(*) FROM users WHERE username LIKE 'smuggled%'", &[])
+            .unwrap()
+            .get(0)
     };
     let mut c = db.client();
     assert_eq!(count(&mut c), 0, "a request after a bad one was executed");
@@ -266,10 +256,8 @@ fn expect_100_continue_is_answered_before_the_body() {
 
     // Over the limit: the final status comes at once, no 100, and the connection closes.
     let mut s = connect(server.addr);
-    s.write_all(
-        b"POST /auth/create HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 999999\r\n\r\n",
-    )
-    .unwrap();
+    s.write_all(b"POST /auth/create HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 999999\r\n\r\n")
+        .unwrap();
     let mut r = Reader::new(s);
     assert_eq!(r.next(false).unwrap().status, 413);
     assert!(r.next(false).is_none());
@@ -283,10 +271,7 @@ fn keep_alive_rules_follow_the_version_and_connection_header() {
         ("GET /health HTTP/1.1\r\n\r\n", true),
         ("GET /health HTTP/1.1\r\nConnection: close\r\n\r\n", false),
         ("GET /health HTTP/1.0\r\n\r\n", false),
-        (
-            "GET /health HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",
-            true,
-        ),
+        ("GET /health HTTP/1.0\r\nConnection: keep-alive\r\n\r\n", true),
     ];
     for (req, stays_open) in cases {
         let mut s = connect(server.addr);
@@ -294,11 +279,7 @@ fn keep_alive_rules_follow_the_version_and_connection_header() {
         let mut r = Reader::new(s);
         let resp = r.next(false).unwrap();
         assert_eq!(resp.status, 200);
-        assert_eq!(
-            resp.header("connection") == Some("close"),
-            !stays_open,
-            "{req:?}"
-        );
+        assert_eq!(resp.header("connection") == Some("close"), !stays_open, "{req:?}");
         if stays_open {
             r.stream.write_all(HEALTH.as_bytes()).unwrap();
             assert_eq!(r.next(false).unwrap().status, 200, "{req:?}");
@@ -329,13 +310,7 @@ fn slow_heads_get_408_and_idle_connections_are_closed() {
     let db = TestDb::new("timeouts");
     let server = Server::start(
         &db.url,
-        &[
-            "1",
-            "--header-timeout",
-            "300ms",
-            "--keepalive-timeout",
-            "400ms",
-        ],
+        &["1", "--header-timeout", "300ms", "--keepalive-timeout", "400ms"],
     );
 
     let mut s = connect(server.addr);
@@ -394,13 +369,7 @@ fn a_flood_of_logins_does_not_starve_health_checks() {
     // Costly hashing, two workers: one may hash at a time, the other stays free.
     let server = Server::start(
         &db.url,
-        &[
-            "2",
-            "--argon2-memory-kib",
-            "32768",
-            "--argon2-iterations",
-            "3",
-        ],
+        &["2", "--argon2-memory-kib", "32768", "--argon2-iterations", "3"],
     );
     let addr = server.addr;
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));

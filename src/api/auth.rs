@@ -19,10 +19,7 @@ const MAX_PASSWORD_BYTES: usize = 1024;
 const MIN_PASSWORD_BYTES: usize = 8;
 
 /// The caller behind the request's bearer token.
-pub fn authenticate(
-    st: &State,
-    req: &Request<'_>,
-) -> Result<(Principal, tokens::TokenHash), Error> {
+pub fn authenticate(st: &State, req: &Request<'_>) -> Result<(Principal, tokens::TokenHash), Error> {
     let hash = req
         .authorization()
         .and_then(tokens::from_header)
@@ -99,10 +96,7 @@ pub fn create(st: &State, req: &Request<'_>, out: &mut Vec<u8>) -> Result<Reply,
     let password = f.string("password", MIN_PASSWORD_BYTES, MAX_PASSWORD_BYTES);
     let email = f.string("email", 3, 254);
     if username.as_deref().is_some_and(|u| !valid_username(u)) {
-        f.problem(
-            "username",
-            "may contain only letters, digits, '_', '-' and '.'",
-        );
+        f.problem("username", "may contain only letters, digits, '_', '-' and '.'");
     }
     if email.as_deref().is_some_and(|e| !valid_email(e)) {
         f.problem("email", "must be an address like name@example.org");
@@ -123,9 +117,7 @@ pub fn create(st: &State, req: &Request<'_>, out: &mut Vec<u8>) -> Result<Reply,
             &[&username, &email, &phc, &&hash[..], &ttl_secs(st)],
         )
         .map_err(|e| match DbError::from(e) {
-            DbError::Conflict(c) if c.contains("email") => {
-                ApiError::Conflict("email already registered")
-            }
+            DbError::Conflict(c) if c.contains("email") => ApiError::Conflict("email already registered"),
             DbError::Conflict(_) => ApiError::Conflict("username taken"),
             other => {
                 st.db.note(&other);
@@ -158,13 +150,8 @@ pub fn login(st: &State, req: &Request<'_>, out: &mut Vec<u8>) -> Result<Reply, 
             .client
             .query(&db.st.find_user, &[&username])
             .map_err(|e| note(st, e))?;
-        rows.first().map(|r| {
-            (
-                r.get::<_, i64>(0),
-                r.get::<_, String>(1),
-                tier_code(r.get(2)),
-            )
-        })
+        rows.first()
+            .map(|r| (r.get::<_, i64>(0), r.get::<_, String>(1), tier_code(r.get(2))))
     };
     // Verify even for an unknown user, against a dummy hash, so timing tells nothing.
     if !st

@@ -15,9 +15,7 @@ pub fn health(out: &mut Vec<u8>) -> Result<Reply, Error> {
 pub fn ready(st: &State, out: &mut Vec<u8>) -> Result<Reply, Error> {
     let mut pooled = st.db.get()?;
     let db = &mut *pooled;
-    db.client
-        .query_one(&db.st.ping, &[])
-        .map_err(|e| note(st, e))?;
+    db.client.query_one(&db.st.ping, &[]).map_err(|e| note(st, e))?;
     out.extend_from_slice(br#"{"status":"ready"}"#);
     Ok(Reply::json(200))
 }

@@ -109,12 +109,7 @@ impl Fields {
     }
 
     /// An array of at most `max_items` strings, each 1 to `max_len` bytes without NUL.
-    pub fn strings(
-        &mut self,
-        field: &str,
-        max_items: usize,
-        max_len: usize,
-    ) -> Option<Vec<String>> {
+    pub fn strings(&mut self, field: &str, max_items: usize, max_len: usize) -> Option<Vec<String>> {
         let v = self.get(field)?;
         let Value::Array(items) = v else {
             self.problem(field, "must be an array of strings");

@@ -68,10 +68,7 @@ impl Route {
 
     /// Whether the route takes a JSON body.
     fn takes_json(self) -> bool {
-        matches!(
-            self,
-            Route::AuthCreate | Route::AuthLogin | Route::SampleCreate
-        )
+        matches!(self, Route::AuthCreate | Route::AuthLogin | Route::SampleCreate)
     }
 }
 
@@ -189,12 +186,7 @@ impl Api {
     }
 
     /// Serves a complete request, writing the response body into `out`.
-    pub fn handle(
-        &self,
-        route: Route,
-        req: &Request<'_>,
-        out: &mut Vec<u8>,
-    ) -> Result<Reply, Error> {
+    pub fn handle(&self, route: Route, req: &Request<'_>, out: &mut Vec<u8>) -> Result<Reply, Error> {
         let st = &*self.state;
         if route.takes_json() {
             json::check_content_type(req.content_type())?;
@@ -220,14 +212,8 @@ mod tests {
     fn routes_resolve_with_404_405_and_400() {
         assert_eq!(route(Method::Get, "/health"), Ok(Route::Health));
         assert_eq!(route(Method::Head, "/health"), Ok(Route::Health));
-        assert_eq!(
-            route(Method::Get, "/api/sample/42"),
-            Ok(Route::SampleGet(42))
-        );
-        assert!(matches!(
-            route(Method::Get, "/nope"),
-            Err(ApiError::NotFound)
-        ));
+        assert_eq!(route(Method::Get, "/api/sample/42"), Ok(Route::SampleGet(42)));
+        assert!(matches!(route(Method::Get, "/nope"), Err(ApiError::NotFound)));
         assert!(matches!(
             route(Method::Post, "/health"),
             Err(ApiError::MethodNotAllowed("GET, HEAD"))

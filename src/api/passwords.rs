@@ -15,8 +15,8 @@ pub struct Passwords {
 
 impl Passwords {
     pub fn new(memory_kib: u32, iterations: u32) -> Result<Passwords, String> {
-        let params = Params::new(memory_kib, iterations, 1, None)
-            .map_err(|e| format!("argon2 parameters: {e}"))?;
+        let params =
+            Params::new(memory_kib, iterations, 1, None).map_err(|e| format!("argon2 parameters: {e}"))?;
         let argon = Argon2::new(Algorithm::Argon2id, Version::V0x13, params);
         let mut p = Passwords {
             argon,
@@ -48,10 +48,7 @@ impl Passwords {
         let Ok(parsed) = PasswordHash::new(phc) else {
             return false;
         };
-        self.argon
-            .verify_password(password.as_bytes(), &parsed)
-            .is_ok()
-            && real
+        self.argon.verify_password(password.as_bytes(), &parsed).is_ok() && real
     }
 }
 

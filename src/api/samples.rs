@@ -74,19 +74,9 @@ pub fn create(st: &State, req: &Request<'_>, out: &mut Vec<u8>) -> Result<Reply,
     let fauna = f.strings("fauna", MAX_ITEMS, MAX_ITEM_BYTES);
     let calls = f.strings("calls", MAX_ITEMS, MAX_ITEM_BYTES);
     f.finish()?;
-    let (
-        Some(taken_at),
-        Some(lat),
-        Some(lon),
-        Some(alt),
-        Some(meta),
-        Some(flora),
-        Some(fauna),
-        Some(calls),
-    ) = (
+    let (Some(taken_at), Some(lat), Some(lon), Some(alt), Some(meta), Some(flora), Some(fauna), Some(calls)) = (
         taken_at, latitude, longitude, altitude, metadata, flora, fauna, calls,
-    )
-    else {
+    ) else {
         return Err(ApiError::Internal("validated fields missing".into()).into());
     };
 
@@ -123,10 +113,7 @@ pub fn create(st: &State, req: &Request<'_>, out: &mut Vec<u8>) -> Result<Reply,
 }
 
 fn sample_json(row: &Row) -> Result<serde_json::Value, ApiError> {
-    let fmt = |t: OffsetDateTime| {
-        t.format(&Rfc3339)
-            .map_err(|e| ApiError::Internal(e.to_string()))
-    };
+    let fmt = |t: OffsetDateTime| t.format(&Rfc3339).map_err(|e| ApiError::Internal(e.to_string()));
     let md5: &[u8] = row.get(1);
     Ok(serde_json::json!({
         "id": row.get::<_, i64>(0),
@@ -154,8 +141,7 @@ pub fn get(st: &State, req: &Request<'_>, id: i64, out: &mut Vec<u8>) -> Result<
         .query(&db.st.get_sample, &[&id])
         .map_err(|e| note(st, e))?;
     let row = rows.first().ok_or(ApiError::NotFound)?;
-    serde_json::to_writer(out, &sample_json(row)?)
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    serde_json::to_writer(out, &sample_json(row)?).map_err(|e| ApiError::Internal(e.to_string()))?;
     Ok(Reply::json(200))
 }
 
@@ -194,10 +180,7 @@ pub fn list(st: &State, req: &Request<'_>, out: &mut Vec<u8>) -> Result<Reply, E
         .client
         .query(&db.st.list_samples, &[&after, &limit])
         .map_err(|e| note(st, e))?;
-    let samples = rows
-        .iter()
-        .map(sample_json)
-        .collect::<Result<Vec<_>, _>>()?;
+    let samples = rows.iter().map(sample_json).collect::<Result<Vec<_>, _>>()?;
     // A full page may have more behind it; a short one is the end.
     let next_after = match rows.last() {
         Some(r) if rows.len() as i64 == limit => Some(r.get::<_, i64>(0)),

@@ -172,10 +172,7 @@ mod tests {
     #[test]
     fn cache_is_bounded_and_forgets_removed_tokens() {
         let c = TokenCache::new(2);
-        let p = Principal {
-            user_id: 1,
-            tier: 0,
-        };
+        let p = Principal { user_id: 1, tier: 0 };
         for i in 0..5u8 {
             c.insert([i; 32], p, Duration::from_secs(60));
         }
@@ -188,14 +185,7 @@ mod tests {
     #[test]
     fn expired_entries_are_not_returned() {
         let c = TokenCache::new(4);
-        c.insert(
-            [1; 32],
-            Principal {
-                user_id: 1,
-                tier: 0,
-            },
-            Duration::ZERO,
-        );
+        c.insert([1; 32], Principal { user_id: 1, tier: 0 }, Duration::ZERO);
         assert_eq!(c.get(&[1; 32]), None);
     }
 }

@@ -46,9 +46,7 @@ EXISTS (SELECT 1 FROM files f WHERE f.md5 = s.image_md5)";
 
 /// $1 sample id.
 pub fn get_sample() -> String {
-    format!(
-        "SELECT {SAMPLE_COLUMNS} FROM samples s JOIN users u ON u.id = s.user_id WHERE s.id = $1"
-    )
+    format!("SELECT {SAMPLE_COLUMNS} FROM samples s JOIN users u ON u.id = s.user_id WHERE s.id = $1")
 }
 
 /// Keyset pagination: $1 the last id seen, $2 page size.

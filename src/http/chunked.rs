@@ -118,8 +118,7 @@ impl ChunkedDecoder {
                     };
                 }
                 State::Data => {
-                    let take = (input.len() - i)
-                        .min(usize::try_from(self.remaining).unwrap_or(usize::MAX));
+                    let take = (input.len() - i).min(usize::try_from(self.remaining).unwrap_or(usize::MAX));
                     sink(&input[i..i + take])?;
                     self.total += take as u64;
                     self.remaining -= take as u64;
@@ -220,8 +219,7 @@ mod tests {
 
     #[test]
     fn decodes_at_every_split() {
-        let input =
-            b"5;name=val\r\nhello\r\n1A\r\nabcdefghijklmnopqrstuvwxyz\r\n0\r\nX-T: 1\r\n\r\nNEXT";
+        let input = b"5;name=val\r\nhello\r\n1A\r\nabcdefghijklmnopqrstuvwxyz\r\n0\r\nX-T: 1\r\n\r\nNEXT";
         for step in 1..input.len() {
             let (body, consumed, done) = decode_in_steps(input, step).expect("valid");
             assert!(done);

@@ -33,10 +33,7 @@ impl DateCache {
     }
 
     fn refresh(&mut self, now: SystemTime) {
-        let secs = now
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
+        let secs = now.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
         if secs == self.secs {
             return;
         }

@@ -153,9 +153,7 @@ pub fn parse_head(buf: &[u8], limits: &Limits) -> Result<Option<Head>, HttpError
     let method = Method::from_bytes(req.method.unwrap_or(""));
     let target = req.path.unwrap_or("");
     if !target.starts_with('/') {
-        return Err(HttpError::BadRequest(
-            "request target must be an absolute path",
-        ));
+        return Err(HttpError::BadRequest("request target must be an absolute path"));
     }
     let minor_version = req.version.unwrap_or(1);
     let (path, query) = match target.find('?') {
@@ -235,15 +233,9 @@ pub fn parse_head(buf: &[u8], limits: &Limits) -> Result<Option<Head>, HttpError
     }
 
     head.framing = match (saw_te, content_length) {
-        (true, Some(_)) => {
-            return Err(HttpError::BadRequest(
-                "both content-length and transfer-encoding",
-            ))
-        }
+        (true, Some(_)) => return Err(HttpError::BadRequest("both content-length and transfer-encoding")),
         (true, None) if minor_version == 0 => {
-            return Err(HttpError::BadRequest(
-                "transfer-encoding in an HTTP/1.0 request",
-            ))
+            return Err(HttpError::BadRequest("transfer-encoding in an HTTP/1.0 request"))
         }
         // RFC 9112 §6.3: without chunked as the final coding the length is unknowable.
         (true, None) if !last_chunked || chunked_count > 1 => {
@@ -295,9 +287,7 @@ fn parse_content_length(value: &[u8]) -> Result<u64, HttpError> {
     if digits.is_empty() || digits.len() > 19 || !digits.iter().all(u8::is_ascii_digit) {
         return Err(HttpError::BadRequest("invalid content-length"));
     }
-    Ok(digits
-        .iter()
-        .fold(0u64, |n, d| n * 10 + u64::from(d - b'0')))
+    Ok(digits.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0')))
 }
 
 fn trim(v: &[u8]) -> &[u8] {
@@ -443,8 +433,7 @@ mod tests {
 
     #[test]
     fn chunked_and_expect_are_recognised() {
-        let h =
-            head("POST /x HTTP/1.1\r\ntransfer-encoding: Chunked\r\nExpect: 100-Continue\r\n\r\n");
+        let h = head("POST /x HTTP/1.1\r\ntransfer-encoding: Chunked\r\nExpect: 100-Continue\r\n\r\n");
         assert_eq!(h.framing, Framing::Chunked);
         assert!(h.expect_continue);
     }

@@ -19,13 +19,7 @@ pub struct ResponseHead<'a> {
 
 /// Appends a full response to `out`. `head_only` (a HEAD request) keeps the
 /// Content-Length of the body but leaves the body out.
-pub fn encode(
-    out: &mut Vec<u8>,
-    date: &[u8],
-    head: &ResponseHead<'_>,
-    body: &[u8],
-    head_only: bool,
-) {
+pub fn encode(out: &mut Vec<u8>, date: &[u8], head: &ResponseHead<'_>, body: &[u8], head_only: bool) {
     encode_head(out, date, head, body.len() as u64);
     if !head_only && !no_body_status(head.status) {
         out.extend_from_slice(body);

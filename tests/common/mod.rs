@@ -23,9 +23,7 @@ pub fn with_dbname(url: &str, name: &str) -> String {
         .strip_prefix("postgres://")
         .or_else(|| url.strip_prefix("postgresql://"))
     {
-        let (before_query, query) = rest
-            .split_once('?')
-            .map_or((rest, None), |(a, b)| (a, Some(b)));
+        let (before_query, query) = rest.split_once('?').map_or((rest, None), |(a, b)| (a, Some(b)));
         let authority = before_query.split('/').next().unwrap_or("");
         let q = query.map(|q| format!("?{q}")).unwrap_or_default();
         format!("postgres://{authority}/{name}{q}")
@@ -49,8 +47,8 @@ impl TestDb {
             std::process::id(),
             NEXT_DB.fetch_add(1, Ordering::Relaxed)
         );
-        let mut c = postgres::Client::connect(&admin, postgres::NoTls)
-            .expect("connect to the admin database");
+        let mut c =
+            postgres::Client::connect(&admin, postgres::NoTls).expect("connect to the admin database");
         c.batch_execute(&format!("CREATE DATABASE {name}"))
             .expect("create test database");
         TestDb {
@@ -68,10 +66,7 @@ impl TestDb {
 impl Drop for TestDb {
     fn drop(&mut self) {
         if let Ok(mut c) = postgres::Client::connect(&self.admin, postgres::NoTls) {
-            let _ = c.batch_execute(&format!(
-                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-                self.name
-            ));
+            let _ = c.batch_execute(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name));
         }
     }
 }
@@ -132,15 +127,17 @@ impl Server {
             .arg("-TERM")
             .arg(self.child.id().to_string())
             .status();
+        self.wait_exit()
+    }
+
+    /// Waits (up to 20 s) for the process to exit on its own.
+    pub fn wait_exit(&mut self) -> std::process::ExitStatus {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Some(status) = self.child.try_wait().expect("wait") {
                 return status;
             }
-            assert!(
-                Instant::now() < deadline,
-                "server did not exit after SIGTERM"
-            );
+            assert!(Instant::now() < deadline, "server did not exit after SIGTERM");
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -237,12 +234,7 @@ impl Reader {
                     let headers: Vec<(String, String)> = resp
                         .headers
                         .iter()
-                        .map(|h| {
-                            (
-                                h.name.to_string(),
-                                String::from_utf8_lossy(h.value).into_owned(),
-                            )
-                        })
+                        .map(|h| (h.name.to_string(), String::from_utf8_lossy(h.value).into_owned()))
                         .collect();
                     let len: usize = headers
                         .iter()
@@ -306,13 +298,7 @@ impl Api {
         Api { addr }
     }
 
-    pub fn call(
-        &self,
-        method: &str,
-        path: &str,
-        token: Option<&str>,
-        body: Option<&str>,
-    ) -> Response {
+    pub fn call(&self, method: &str, path: &str, token: Option<&str>, body: Option<&str>) -> Response {
         let mut req = format!("{method} {path} HTTP/1.1\r\nHost: t\r\n");
         if let Some(t) = token {
             req.push_str(&format!("Authorization: Bearer {t}\r\n"));
@@ -364,9 +350,6 @@ pub fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
 
 /// The C project's sample body.
 pub fn fixture_body() -> String {
-    std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/fixtures/body.json"
-    ))
-    .expect("fixture")
+    std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/body.json"))
+        .expect("fixture")
 }

@@ -1,0 +1,112 @@
+//! Proof that a plain request allocates nothing: the server runs in this process
+//! under a counting global allocator, and twenty thousand pipelined GET /health
+//! requests after warm-up must not allocate once, in any thread.
+//!
+//! This file holds a single test so no other test shares the process.
+// A panic is how a test reports failure, so unwrap is fine here.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::io::{Read, Write};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+struct Counting;
+
+static ALLOCS: AtomicU64 = AtomicU64::new(0);
+
+// SAFETY: delegates every call to the system allocator unchanged; only counts.
+#[allow(unsafe_code)]
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCS.fetch_add(1, Relaxed);
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        ALLOCS.fetch_add(1, Relaxed);
+        unsafe { System.alloc_zeroed(layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCS.fetch_add(1, Relaxed);
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+const DEPTH: usize = 16;
+
+/// Sends DEPTH pipelined requests and reads exactly `len` response bytes, into
+/// buffers allocated by the caller.
+fn round(s: &mut std::net::TcpStream, batch: &[u8], buf: &mut [u8], len: usize) {
+    s.write_all(batch).expect("write");
+    let mut got = 0;
+    while got < len {
+        let n = s.read(&mut buf[got..len]).expect("read");
+        assert!(n > 0, "server closed");
+        got += n;
+    }
+}
+
+#[test]
+fn plain_requests_allocate_nothing_after_warm_up() {
+    use clap::Parser;
+    let db = common::TestDb::new("zeroalloc");
+    let args = crudrs::Args::try_parse_from([
+        "server",
+        "2",
+        "--port",
+        "0",
+        "--no-stats",
+        "--argon2-memory-kib",
+        "8",
+        "--argon2-iterations",
+        "1",
+        "--database-url",
+        &db.url,
+    ])
+    .expect("args");
+    let config = crudrs::Config::from_args(args, false).expect("config");
+    let server = crudrs::Server::start(config).expect("server starts");
+    let addr = server.addr();
+
+    let one = b"GET /health HTTP/1.1\r\nHost: t\r\n\r\n";
+    let batch: Vec<u8> = one.iter().copied().cycle().take(one.len() * DEPTH).collect();
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut s = std::net::TcpStream::connect(addr).expect("connect");
+    s.set_nodelay(true).expect("nodelay");
+    // Every /health response has the same length (the Date value is fixed-width).
+    s.write_all(one).expect("write");
+    let n = s.read(&mut buf).expect("read");
+    let response_len = n;
+    assert!(
+        buf[..n].ends_with(br#"{"status":"ok"}"#),
+        "{:?}",
+        String::from_utf8_lossy(&buf[..n])
+    );
+
+    for _ in 0..200 {
+        round(&mut s, &batch, &mut buf, response_len * DEPTH);
+    }
+    // Let the pool's background connections settle.
+    std::thread::sleep(std::time::Duration::from_millis(500));
+
+    let before = ALLOCS.load(Relaxed);
+    for _ in 0..(20_000 / DEPTH) {
+        round(&mut s, &batch, &mut buf, response_len * DEPTH);
+    }
+    let allocations = ALLOCS.load(Relaxed) - before;
+    assert!(buf[..response_len].starts_with(b"HTTP/1.1 200 OK\r\n"));
+    assert_eq!(
+        allocations, 0,
+        "{allocations} allocations for 20000 GET /health requests"
+    );
+    drop(s);
+    server.shared().request_shutdown();
+    server.join();
+}
