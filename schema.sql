@@ -1,6 +1,7 @@
 -- crudrs schema. Idempotent: applied by every server at start-up. The advisory lock
 -- serialises concurrent start-ups, since CREATE ... IF NOT EXISTS alone can still race
 -- on the system catalogs when two servers start at once.
+SET client_min_messages = warning;
 BEGIN;
 SELECT pg_advisory_xact_lock(7262150001);
 

@@ -132,7 +132,16 @@ impl Worker {
                         eof = true;
                         break;
                     }
-                    Ok(n) => len += n,
+                    Ok(n) => {
+                        len += n;
+                        if len < self.buf.len() {
+                            // A short read drained the socket: skip the read that
+                            // would only say WouldBlock. Re-arming checks readiness
+                            // again, so bytes arriving now are not missed.
+                            blocked = true;
+                            break;
+                        }
+                    }
                     Err(e) if would_block(&e) => {
                         blocked = true;
                         break;

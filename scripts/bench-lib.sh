@@ -1,0 +1,27 @@
+# Shared by the bench scripts: tool installation, CPU pinning, result folder.
+# The server runs on CPU 1 and the load on CPU 0 (this machine has two cores).
+SERVER_CPU=${SERVER_CPU:-1}
+LOAD_CPU=${LOAD_CPU:-0}
+DURATION=${DURATION:-10s}
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+RESULTS=${RESULTS:-$ROOT/bench-results}
+mkdir -p "$RESULTS"
+
+need() { # need COMMAND PACKAGE: install the Debian package when the command is missing
+    if ! command -v "$1" >/dev/null 2>&1; then
+        echo "installing $2 for $1" >&2
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get update -qq >&2 && apt-get install -y -qq "$2" >&2
+    fi
+}
+
+wait_port() { # wait_port PORT: until something accepts on 127.0.0.1:PORT
+    for _ in $(seq 1 100); do
+        (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0
+        sleep 0.1
+    done
+    echo "nothing listening on port $1" >&2
+    return 1
+}
+
+rps() { awk '/Requests\/sec:/ {print $2}'; }
