@@ -44,6 +44,10 @@ pub struct Conn {
     pub partial: Option<Vec<u8>>,
     /// Response bytes the socket did not take yet; empty (and unallocated) normally.
     pub pending_out: Vec<u8>,
+    /// An upload whose body is still arriving.
+    pub incoming: Option<Box<crate::transfer::Incoming>>,
+    /// A stored file being sent after its response head.
+    pub outgoing: Option<crate::transfer::Outgoing>,
     /// A hashing permit handed to this connection while it waited in the gate.
     pub permit: Option<Permit>,
     /// When the poller gives up on this connection if it is still parked.
@@ -59,6 +63,8 @@ impl Conn {
             state: ConnState::Idle,
             partial: None,
             pending_out: Vec::new(),
+            incoming: None,
+            outgoing: None,
             permit: None,
             deadline,
             registry,
@@ -111,9 +117,14 @@ impl Conn {
         self.state == ConnState::Closing
     }
 
+    /// Whether output is waiting for the socket to accept it.
+    pub fn wants_write(&self) -> bool {
+        !self.pending_out.is_empty() || self.outgoing.is_some()
+    }
+
     /// The deadline for parking now, from the state and the configured timeouts.
     pub fn park_deadline(&self, now: Instant, header_timeout: Duration, idle_timeout: Duration) -> Instant {
-        if !self.pending_out.is_empty() {
+        if self.wants_write() {
             return now + idle_timeout;
         }
         match self.state {

@@ -24,6 +24,8 @@ pub mod poller;
 pub mod queue;
 pub mod server;
 pub mod stats;
+pub mod storage;
+pub mod transfer;
 pub mod worker;
 
 pub use config::{Args, Config};

@@ -98,7 +98,10 @@ impl Server {
         let db = Db::new(&config.database_url, config.db_pool_size, config.db_timeout)
             .map_err(|e| e.to_string())?;
         let passwords = Passwords::new(config.argon2_memory_kib, config.argon2_iterations)?;
+        let store = crate::storage::Store::open(&config.data_dir)
+            .map_err(|e| format!("cannot use data directory {}: {e}", config.data_dir.display()))?;
         let state = Arc::new(State {
+            store,
             tokens: TokenCache::new(config.token_cache_size),
             passwords,
             db,

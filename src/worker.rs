@@ -9,16 +9,17 @@
 //! Requests that hash a password first take a permit from the hashing gate; without
 //! one the whole connection waits in the gate's queue, not the worker.
 
-use crate::api::{Api, Request, Route};
+use crate::api::{Api, Reply, Request, Route};
 use crate::conn::Conn;
 use crate::error::{ApiError, Error};
 use crate::http::chunked::ChunkedDecoder;
 use crate::http::date::DateCache;
 use crate::http::parse::parse_head;
-use crate::http::response::{encode, ResponseHead, CONTINUE};
+use crate::http::response::{encode, encode_head, ResponseHead, CONTINUE};
 use crate::http::{Framing, Head, HttpError, Limits, Method};
 use crate::poller::would_block;
 use crate::server::{Permit, Shared};
+use crate::transfer::{FeedError, Incoming, Outgoing};
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::sync::atomic::Ordering::Relaxed;
@@ -28,6 +29,14 @@ use std::time::Instant;
 /// Output past this size is written before more requests are processed, so a client
 /// pipelining faster than it reads cannot grow the output buffer without bound.
 const OUT_HIGH_WATER: usize = 256 * 1024;
+
+/// What to do with a connection after reading and answering.
+enum Next {
+    /// Drive it again now: output (a download, a closing response) remains.
+    Again(Box<Conn>),
+    /// It was just granted a hashing permit: serve its waiting request.
+    Granted(Box<Conn>),
+}
 
 /// What processing the buffered bytes came to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,21 +110,43 @@ impl Worker {
     /// Drives `conn` until it would block. Returns it when it should be driven again
     /// at once (it was just granted a hashing permit).
     fn drive(&mut self, mut conn: Box<Conn>) -> Option<Box<Conn>> {
-        if !conn.pending_out.is_empty() {
-            let pending = std::mem::take(&mut conn.pending_out);
-            let written = write_some(&conn.sock, &pending).ok()?;
-            if written < pending.len() {
-                conn.pending_out = pending;
-                conn.pending_out.drain(..written);
-                self.park(conn);
+        loop {
+            // Output owed from earlier goes first: queued response bytes, then the
+            // rest of a file being downloaded.
+            if !conn.pending_out.is_empty() {
+                let pending = std::mem::take(&mut conn.pending_out);
+                let written = write_some(&conn.sock, &pending).ok()?;
+                if written < pending.len() {
+                    conn.pending_out = pending;
+                    conn.pending_out.drain(..written);
+                    self.park(conn);
+                    return None;
+                }
+            }
+            if let Some(out) = conn.outgoing.as_mut() {
+                // The read buffer is free here: any partial request is in `conn.partial`.
+                if !out.pump(&conn.sock, &mut self.buf).ok()? {
+                    self.park(conn);
+                    return None;
+                }
+                conn.outgoing = None;
+            }
+            if conn.is_closing() {
+                self.close_gracefully(conn);
                 return None;
             }
+            match self.read_and_answer(conn)? {
+                Next::Again(c) => conn = c,
+                Next::Granted(c) => return Some(c),
+            }
         }
-        if conn.is_closing() {
-            self.close_gracefully(conn);
-            return None;
-        }
+    }
 
+    /// Reads what the client sent, answers every complete request and writes the
+    /// batch. Returns the connection when output remains to be driven (a download
+    /// or a closing response) or a hashing permit was granted; `None` once it is
+    /// parked, queued at the gate or closed.
+    fn read_and_answer(&mut self, mut conn: Box<Conn>) -> Option<Next> {
         let mut len = 0;
         if let Some(partial) = conn.partial.take() {
             len = partial.len();
@@ -154,7 +185,7 @@ impl Worker {
             let (used, step) = self.ctx.process(&mut conn, &self.buf[..len]);
             self.buf.copy_within(used..len, 0);
             len -= used;
-            if step != Step::NeedMore {
+            if step != Step::NeedMore || conn.outgoing.is_some() {
                 break step;
             }
             if len == self.buf.len() {
@@ -189,34 +220,39 @@ impl Worker {
             // Keep what is buffered and take a permit or wait in the gate's queue
             // (atomically). A client that already half-closed still gets its answer:
             // the next drive reads EOF again and closes after responding.
-            if len > 0 {
-                let mut partial = self.shared.buffers.get();
-                partial.extend_from_slice(&self.buf[..len]);
-                conn.partial = Some(partial);
-            }
+            self.stash(&mut conn, len);
             let mut conn = self.shared.gate.acquire_or_park(conn)?;
             conn.permit = Some(Permit::new(Arc::clone(&self.shared)));
-            return Some(conn);
+            return Some(Next::Granted(conn));
         }
-        if step == Step::Close || (eof && step != Step::NeedPermit) {
+        if step == Step::Close || (eof && step != Step::NeedPermit && conn.outgoing.is_none()) {
             conn.start_closing();
+            conn.incoming = None;
             if let Some(p) = conn.partial.take() {
                 self.shared.buffers.put(p);
             }
-            if conn.pending_out.is_empty() {
-                self.close_gracefully(conn);
-            } else {
-                self.park(conn);
+            if conn.wants_write() {
+                return Some(Next::Again(conn));
             }
+            self.close_gracefully(conn);
             return None;
         }
+        self.stash(&mut conn, len);
+        if conn.outgoing.is_some() && conn.pending_out.is_empty() {
+            return Some(Next::Again(conn));
+        }
+        self.park(conn);
+        None
+    }
+
+    /// Keeps the first `len` bytes of the read buffer (an incomplete request) with
+    /// the connection, in a pooled buffer.
+    fn stash(&self, conn: &mut Conn, len: usize) {
         if len > 0 {
             let mut partial = self.shared.buffers.get();
             partial.extend_from_slice(&self.buf[..len]);
             conn.partial = Some(partial);
         }
-        self.park(conn);
-        None
     }
 
     /// Parks `conn` for its next event, or drops it once the poller is gone.
@@ -226,7 +262,7 @@ impl Worker {
         }
         let cfg = &self.shared.config;
         conn.deadline = conn.park_deadline(Instant::now(), cfg.header_timeout, cfg.keepalive_timeout);
-        let writable = !conn.pending_out.is_empty();
+        let writable = conn.wants_write();
         self.shared.registry.park(conn, writable);
     }
 
@@ -269,6 +305,16 @@ impl Ctx {
     fn process(&mut self, conn: &mut Conn, buf: &[u8]) -> (usize, Step) {
         let mut pos = 0;
         loop {
+            if conn.incoming.is_some() {
+                match self.feed_upload(conn, &buf[pos..]) {
+                    (used, Step::NeedMore) if conn.incoming.is_none() => pos += used,
+                    (used, step) => return (pos + used, step),
+                }
+            }
+            if conn.outgoing.is_some() {
+                // Later pipelined requests wait until the download is sent.
+                return (pos, Step::NeedMore);
+            }
             let rest = &buf[pos..];
             if rest.is_empty() {
                 return (pos, Step::NeedMore);
@@ -292,7 +338,7 @@ impl Ctx {
                     return (pos, Step::Close);
                 }
                 Err(e) => {
-                    if head.expect_continue && head.framing != Framing::None {
+                    if head.expect_continue && !matches!(head.framing, Framing::None | Framing::Length(0)) {
                         // The client waits for 100 before sending its body: answer now
                         // and close instead of reading a body that may never come.
                         self.fail(e, head_only);
@@ -301,6 +347,36 @@ impl Ctx {
                     (Err(e), self.shared.config.max_json_bytes as u64)
                 }
             };
+
+            if route.as_ref().is_ok_and(|r| *r == Route::FileUpload) {
+                let close = !head.keep_alive || self.shared.is_shutting_down();
+                let req = Request {
+                    head: &head,
+                    buf: rest,
+                    body: &[],
+                };
+                if let Err(e) = self.start_upload(conn, &req, limit, close) {
+                    self.fail(e, head_only);
+                    return (pos, Step::Close);
+                }
+                pos += head.len;
+                // Feed what already arrived; ask for the rest if the client waits.
+                let (used, step) = self.feed_upload(conn, &buf[pos..]);
+                if conn.incoming.is_some()
+                    && step == Step::NeedMore
+                    && head.expect_continue
+                    && conn.take_continue()
+                {
+                    self.out.extend_from_slice(CONTINUE);
+                }
+                match step {
+                    Step::NeedMore if conn.incoming.is_none() => {
+                        pos += used;
+                        continue;
+                    }
+                    step => return (pos + used, step),
+                }
+            }
 
             let mut decoded = std::mem::take(&mut self.decoded);
             let framed = self.frame_body(&head, rest, limit, &mut decoded);
@@ -340,7 +416,7 @@ impl Ctx {
                 buf: rest,
                 body,
             };
-            self.answer(route, &req, close, head_only);
+            conn.outgoing = self.answer(route, &req, close, head_only);
             if used_permit {
                 // Dropping the permit releases it (possibly to a waiting connection).
                 conn.permit = None;
@@ -383,7 +459,14 @@ impl Ctx {
     }
 
     /// Runs the handler (or renders the routing error) and encodes the response.
-    fn answer(&mut self, route: Result<Route, Error>, req: &Request<'_>, close: bool, head_only: bool) {
+    /// Returns the file to stream after the head, when the reply is a stored file.
+    fn answer(
+        &mut self,
+        route: Result<Route, Error>,
+        req: &Request<'_>,
+        close: bool,
+        head_only: bool,
+    ) -> Option<Outgoing> {
         self.body.clear();
         let stats = &self.shared.stats;
         let result = match route {
@@ -396,22 +479,113 @@ impl Ctx {
                 Err(e)
             }
         };
+        self.reply(result, close, head_only)
+    }
+
+    /// Encodes a handler's result into the batch.
+    fn reply(&mut self, result: Result<Reply, Error>, close: bool, head_only: bool) -> Option<Outgoing> {
         let date = self.date.now();
         match result {
             Ok(reply) => {
+                let extra;
+                let headers: &[(&str, &str)] = match &reply.header {
+                    Some((name, value)) => {
+                        extra = [(*name, value.as_str())];
+                        &extra
+                    }
+                    None => &[],
+                };
                 let head = ResponseHead {
                     status: reply.status,
                     content_type: reply.content_type,
-                    headers: &[],
+                    headers,
                     close,
                 };
-                encode(&mut self.out, date, &head, &self.body, head_only);
+                match reply.file {
+                    Some((file, size)) => {
+                        encode_head(&mut self.out, date, &head, size);
+                        (!head_only).then(|| Outgoing::new(file, size))
+                    }
+                    None => {
+                        encode(&mut self.out, date, &head, &self.body, head_only);
+                        None
+                    }
+                }
             }
             Err(e) => {
                 if let Error::Api(ApiError::Internal(detail)) = &e {
                     tracing::error!("internal error: {detail}");
                 }
                 e.encode(&mut self.out, date, close, head_only);
+                None
+            }
+        }
+    }
+
+    /// Admits an upload and attaches its streaming state to the connection.
+    fn start_upload(
+        &mut self,
+        conn: &mut Conn,
+        req: &Request<'_>,
+        limit: u64,
+        close: bool,
+    ) -> Result<(), Error> {
+        self.shared.stats.count(Some(crate::api::Kind::File));
+        let admitted = self.api.admit_upload(req)?;
+        let upload = self
+            .api
+            .state()
+            .store
+            .begin()
+            .map_err(|e| ApiError::Internal(format!("starting upload: {e}")))?;
+        let length = match req.head.framing {
+            Framing::Length(n) => Some(n),
+            _ => None,
+        };
+        conn.incoming = Some(Box::new(Incoming::new(
+            upload,
+            admitted.media,
+            admitted.user_id,
+            length,
+            limit,
+            close,
+        )));
+        conn.reading(true);
+        Ok(())
+    }
+
+    /// Streams body bytes into the connection's upload. When the body completes, the
+    /// upload is stored and answered. Returns the bytes used and `NeedMore` unless
+    /// the connection must close.
+    fn feed_upload(&mut self, conn: &mut Conn, bytes: &[u8]) -> (usize, Step) {
+        let Some(incoming) = conn.incoming.as_mut() else {
+            return (0, Step::NeedMore);
+        };
+        match incoming.feed(bytes) {
+            Ok((used, false)) => {
+                conn.reading(true);
+                (used, Step::NeedMore)
+            }
+            Ok((used, true)) => {
+                let Some(incoming) = conn.incoming.take() else {
+                    return (used, Step::NeedMore);
+                };
+                let close = incoming.close;
+                self.body.clear();
+                let result = self.api.finish_upload(*incoming, &mut self.body);
+                self.reply(result, close, false);
+                conn.request_done();
+                (used, if close { Step::Close } else { Step::NeedMore })
+            }
+            Err(e) => {
+                conn.incoming = None;
+                let err = match e {
+                    FeedError::Http(e) => Error::Http(e),
+                    FeedError::NotPng => ApiError::Invalid("body is not a PNG image".into()).into(),
+                    FeedError::Io(e) => ApiError::Internal(format!("writing upload: {e}")).into(),
+                };
+                self.fail(err, false);
+                (0, Step::Close)
             }
         }
     }

@@ -7,6 +7,7 @@
 //! declared here so the connection driver can decide before reading a body.
 
 mod auth;
+mod files;
 mod health;
 mod json;
 mod passwords;
@@ -19,13 +20,15 @@ use crate::error::{ApiError, Error};
 use crate::http::{Head, HttpError, Method};
 use std::sync::Arc;
 
+pub use files::Admitted;
 pub use passwords::Passwords;
-pub use tokens::TokenCache;
+pub use tokens::{encode_hex, TokenCache};
 
 /// Everything handlers share, built once at start-up.
 pub struct State {
     pub config: Config,
     pub db: Db,
+    pub store: crate::storage::Store,
     pub tokens: TokenCache,
     pub passwords: Passwords,
 }
@@ -41,6 +44,8 @@ pub enum Route {
     SampleCreate,
     SampleGet(i64),
     SampleList,
+    FileUpload,
+    FileGet([u8; 16]),
 }
 
 /// Coarse groups of routes, for the status line's "tasks by kind".
@@ -49,6 +54,7 @@ pub enum Kind {
     Health,
     Auth,
     Sample,
+    File,
 }
 
 impl Route {
@@ -57,6 +63,7 @@ impl Route {
             Route::Health | Route::Ready => Kind::Health,
             Route::AuthCreate | Route::AuthLogin | Route::AuthLogout => Kind::Auth,
             Route::SampleCreate | Route::SampleGet(_) | Route::SampleList => Kind::Sample,
+            Route::FileUpload | Route::FileGet(_) => Kind::File,
         }
     }
 
@@ -87,15 +94,20 @@ pub fn route(method: Method, path: &str) -> Result<Route, ApiError> {
         "/auth/logout" => (Route::AuthLogout, POST, is_post),
         "/api/sample" => (Route::SampleCreate, POST, is_post),
         "/api/samples" => (Route::SampleList, GET, is_get),
-        _ => match path.strip_prefix("/api/sample/") {
-            Some(id) => {
-                if !is_get {
-                    return Err(ApiError::MethodNotAllowed(GET));
-                }
-                return parse_id(id).map(Route::SampleGet);
+        "/api/file" => (Route::FileUpload, POST, is_post),
+        _ => {
+            let parsed = if let Some(id) = path.strip_prefix("/api/sample/") {
+                parse_id(id).map(Route::SampleGet)
+            } else if let Some(md5) = path.strip_prefix("/api/file/") {
+                parse_md5(md5).map(Route::FileGet)
+            } else {
+                return Err(ApiError::NotFound);
+            };
+            if !is_get {
+                return Err(ApiError::MethodNotAllowed(GET));
             }
-            None => return Err(ApiError::NotFound),
-        },
+            return parsed;
+        }
     };
     if ok {
         Ok(route)
@@ -109,6 +121,13 @@ fn parse_id(s: &str) -> Result<i64, ApiError> {
         Ok(id) if id > 0 && s.bytes().all(|b| b.is_ascii_digit()) => Ok(id),
         _ => Err(ApiError::Invalid("id must be a positive integer".into())),
     }
+}
+
+fn parse_md5(s: &str) -> Result<[u8; 16], ApiError> {
+    let mut md5 = [0u8; 16];
+    tokens::decode_hex(s.as_bytes(), &mut md5)
+        .map(|()| md5)
+        .ok_or_else(|| ApiError::Invalid("md5 must be 32 hexadecimal digits".into()))
 }
 
 /// A complete request as handlers see it.
@@ -133,11 +152,14 @@ impl Request<'_> {
     }
 }
 
-/// What a handler answers; the body is in the buffer it was given.
+/// What a handler answers; the body is in the buffer it was given, unless `file`
+/// holds a stored file (and its size) to stream after the head.
 #[derive(Debug)]
 pub struct Reply {
     pub status: u16,
     pub content_type: Option<&'static str>,
+    pub header: Option<(&'static str, String)>,
+    pub file: Option<(std::fs::File, u64)>,
 }
 
 impl Reply {
@@ -145,6 +167,8 @@ impl Reply {
         Reply {
             status,
             content_type: Some("application/json"),
+            header: None,
+            file: None,
         }
     }
 
@@ -152,6 +176,8 @@ impl Reply {
         Reply {
             status,
             content_type: None,
+            header: None,
+            file: None,
         }
     }
 }
@@ -176,7 +202,10 @@ impl Api {
     pub fn plan(&self, head: &Head, buf: &[u8]) -> Result<(Route, u64), Error> {
         let route = route(head.method, head.path.str(buf))?;
         // Routes without a meaningful body still read (and ignore) a small one.
-        let limit = self.state.config.max_json_bytes as u64;
+        let limit = match route {
+            Route::FileUpload => self.state.config.max_upload_bytes,
+            _ => self.state.config.max_json_bytes as u64,
+        };
         if let crate::http::Framing::Length(n) = head.framing {
             if n > limit {
                 return Err(HttpError::BodyTooLarge.into());
@@ -200,7 +229,25 @@ impl Api {
             Route::SampleCreate => samples::create(st, req, out),
             Route::SampleGet(id) => samples::get(st, req, id, out),
             Route::SampleList => samples::list(st, req, out),
+            Route::FileGet(md5) => files::get(st, req, md5),
+            Route::FileUpload => {
+                Err(ApiError::Internal("uploads are streamed, not dispatched".into()).into())
+            }
         }
+    }
+
+    /// Whether an upload may start; see `files::admit`.
+    pub fn admit_upload(&self, req: &Request<'_>) -> Result<Admitted, Error> {
+        files::admit(&self.state, req)
+    }
+
+    /// Stores a complete upload and records it; the response body goes into `out`.
+    pub fn finish_upload(
+        &self,
+        incoming: crate::transfer::Incoming,
+        out: &mut Vec<u8>,
+    ) -> Result<Reply, Error> {
+        files::finish(&self.state, incoming, out)
     }
 }
 

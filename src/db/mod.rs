@@ -71,6 +71,8 @@ pub struct Statements {
     pub get_sample: Statement,
     pub list_samples: Statement,
     pub ping: Statement,
+    pub insert_file: Statement,
+    pub get_file: Statement,
 }
 
 impl Statements {
@@ -85,6 +87,8 @@ impl Statements {
             get_sample: c.prepare(&sql::get_sample())?,
             list_samples: c.prepare(&sql::list_samples())?,
             ping: c.prepare(sql::PING)?,
+            insert_file: c.prepare(sql::INSERT_FILE)?,
+            get_file: c.prepare(sql::GET_FILE)?,
         })
     }
 }

@@ -58,3 +58,12 @@ pub fn list_samples() -> String {
 }
 
 pub const PING: &str = "SELECT 1";
+
+/// Records a stored file; does nothing when the md5 is already recorded.
+/// $1 md5, $2 size, $3 content type, $4 uploader.
+pub const INSERT_FILE: &str = "\
+INSERT INTO files (md5, size, content_type, uploader) VALUES ($1, $2, $3, $4)
+ON CONFLICT (md5) DO NOTHING";
+
+/// $1 md5.
+pub const GET_FILE: &str = "SELECT size, content_type FROM files WHERE md5 = $1";

@@ -245,7 +245,7 @@ pub fn parse_head(buf: &[u8], limits: &Limits) -> Result<Option<Head>, HttpError
         }
         (true, None) if other_coding => return Err(HttpError::UnsupportedCoding),
         (true, None) => Framing::Chunked,
-        (false, Some(0)) | (false, None) => Framing::None,
+        (false, None) => Framing::None,
         (false, Some(n)) => Framing::Length(n),
     };
     if head.expect_continue && minor_version == 0 {

@@ -75,6 +75,8 @@ impl Drop for TestDb {
 pub struct Server {
     pub child: Child,
     pub addr: SocketAddr,
+    /// The server's data directory (uploaded files), private to this server.
+    pub data_dir: std::path::PathBuf,
 }
 
 /// Settings every test server gets through the environment twins of the flags, so
@@ -87,7 +89,13 @@ const BASE_ENV: &[(&str, &str)] = &[
 
 impl Server {
     pub fn start(db_url: &str, args: &[&str]) -> Server {
+        let data_dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!(
+            "data-{}-{}",
+            std::process::id(),
+            NEXT_DB.fetch_add(1, Ordering::Relaxed)
+        ));
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_server"));
+        cmd.env("DATA_DIR", &data_dir);
         cmd.args(args)
             .arg("--no-stats")
             .envs(BASE_ENV.iter().copied())
@@ -118,7 +126,11 @@ impl Server {
             .and_then(|s| s.split_whitespace().next())
             .and_then(|s| s.parse().ok())
             .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
-        Server { child, addr }
+        Server {
+            child,
+            addr,
+            data_dir,
+        }
     }
 
     /// Sends SIGTERM and waits for the exit status.
@@ -147,6 +159,7 @@ impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.data_dir);
     }
 }
 
