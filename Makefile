@@ -10,7 +10,7 @@ THREADS ?=
 ARGS ?=
 CARGO ?= cargo
 
-.PHONY: run build test lint fmt db db-stop bench bench-health clean-db
+.PHONY: run build test lint fmt db db-stop bench bench-health bench-upload clean-db
 
 build:
 	$(CARGO) build --release --workspace
@@ -40,6 +40,10 @@ clean-db: db-stop
 bench-health: build
 	scripts/bench-health.sh
 
+bench-upload: build
+	scripts/bench-upload.sh
+
 bench: build
 	scripts/bench-health.sh
 	scripts/bench-sample.sh
+	scripts/bench-upload.sh
