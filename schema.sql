@@ -52,4 +52,11 @@ CREATE TABLE IF NOT EXISTS files (
     created_at   timestamptz NOT NULL DEFAULT now()
 );
 
+-- The durable counter: one row, changed only by group commits of increments.
+CREATE TABLE IF NOT EXISTS counter (
+    id    smallint PRIMARY KEY CHECK (id = 1),
+    value bigint NOT NULL
+);
+INSERT INTO counter (id, value) VALUES (1, 0) ON CONFLICT (id) DO NOTHING;
+
 COMMIT;

@@ -11,7 +11,7 @@ use crate::http::HttpError;
 use std::fmt;
 
 /// Failures of a well-formed request.
-#[derive(Debug, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum ApiError {
     /// The body or a parameter is invalid; the detail names the fields.
     Invalid(String),

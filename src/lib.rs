@@ -13,11 +13,13 @@
 //! owns SQL and the pool. See ARCHITECTURE.md for the map and the invariants.
 
 pub mod api;
+pub mod batch;
 pub mod buffers;
 pub mod config;
 pub mod conn;
 pub mod db;
 pub mod error;
+pub mod events;
 pub mod gate;
 pub mod http;
 pub mod poller;

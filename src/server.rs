@@ -102,6 +102,8 @@ impl Server {
             .map_err(|e| format!("cannot use data directory {}: {e}", config.data_dir.display()))?;
         let state = Arc::new(State {
             store,
+            counter: Default::default(),
+            events: Default::default(),
             tokens: TokenCache::new(config.token_cache_size),
             passwords,
             db,

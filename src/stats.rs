@@ -20,6 +20,8 @@ pub struct Stats {
     pub auth: AtomicU64,
     pub sample: AtomicU64,
     pub file: AtomicU64,
+    pub counter: AtomicU64,
+    pub event: AtomicU64,
     /// Requests answered with an error before reaching a handler (4xx from parsing,
     /// routing or limits).
     pub rejected_requests: AtomicU64,
@@ -36,12 +38,14 @@ impl Stats {
             Some(Kind::Auth) => &self.auth,
             Some(Kind::Sample) => &self.sample,
             Some(Kind::File) => &self.file,
+            Some(Kind::Counter) => &self.counter,
+            Some(Kind::Event) => &self.event,
             None => &self.rejected_requests,
         };
         c.fetch_add(1, Relaxed);
     }
 
-    fn snapshot(&self) -> [u64; 7] {
+    fn snapshot(&self) -> [u64; 9] {
         [
             self.tasks.load(Relaxed),
             self.task_nanos.load(Relaxed),
@@ -50,6 +54,8 @@ impl Stats {
             self.sample.load(Relaxed),
             self.rejected_requests.load(Relaxed),
             self.file.load(Relaxed),
+            self.counter.load(Relaxed),
+            self.event.load(Relaxed),
         ]
     }
 }
@@ -79,7 +85,7 @@ pub fn status_line_loop(
         let load = d[1] as f64 / 1e9 / secs / threads as f64 * 100.0;
         let _ = writeln!(
             std::io::stderr().lock(),
-            "clients {:>5} | busy {:>2}/{} | queue {:>4} | req/s health {:>6.0} auth {:>5.0} sample {:>5.0} file {:>5.0} rejected {:>4.0} | mean task {:>7.1} us | load {:>5.1}%",
+            "clients {:>5} | busy {:>2}/{} | queue {:>4} | req/s health {:>6.0} auth {:>5.0} sample {:>5.0} file {:>5.0} counter {:>6.0} event {:>6.0} rejected {:>4.0} | mean task {:>7.1} us | load {:>5.1}%",
             clients(),
             stats.busy.load(Relaxed),
             threads,
@@ -88,6 +94,8 @@ pub fn status_line_loop(
             d[3] as f64 / secs,
             d[4] as f64 / secs,
             d[6] as f64 / secs,
+            d[7] as f64 / secs,
+            d[8] as f64 / secs,
             d[5] as f64 / secs,
             mean_us,
             load.min(100.0),

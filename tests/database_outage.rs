@@ -11,60 +11,11 @@ mod common;
 
 use common::*;
 use serde_json::json;
-use std::path::PathBuf;
-use std::process::Command;
 use std::time::{Duration, Instant};
-
-struct Cluster {
-    dir: PathBuf,
-    port: String,
-}
-
-impl Cluster {
-    fn script() -> String {
-        concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/pg.sh").to_string()
-    }
-
-    fn start(&self) -> String {
-        let out = Command::new("bash")
-            .arg(Self::script())
-            .arg("start")
-            .arg(&self.dir)
-            .arg(&self.port)
-            .output()
-            .expect("run pg.sh");
-        assert!(
-            out.status.success(),
-            "pg.sh start failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap().trim().to_string()
-    }
-
-    fn stop(&self) {
-        let st = Command::new("bash")
-            .arg(Self::script())
-            .arg("stop")
-            .arg(&self.dir)
-            .status()
-            .expect("run pg.sh");
-        assert!(st.success());
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        self.stop();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
 
 #[test]
 fn database_down_gives_503_and_recovery_needs_no_restart() {
-    let cluster = Cluster {
-        dir: PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("pg-outage-{}", std::process::id())),
-        port: "5499".into(),
-    };
+    let cluster = Cluster::new("outage");
     let url = cluster.start();
     let server = Server::start(&url, &["2", "--db-timeout", "2s"]);
     let api = Api::new(server.addr);

@@ -7,6 +7,8 @@
 //! declared here so the connection driver can decide before reading a body.
 
 mod auth;
+mod counter;
+mod events;
 mod files;
 mod health;
 mod json;
@@ -29,6 +31,8 @@ pub struct State {
     pub config: Config,
     pub db: Db,
     pub store: crate::storage::Store,
+    pub counter: counter::CounterBatcher,
+    pub events: crate::events::Events,
     pub tokens: TokenCache,
     pub passwords: Passwords,
 }
@@ -46,6 +50,10 @@ pub enum Route {
     SampleList,
     FileUpload,
     FileGet([u8; 16]),
+    CounterIncrement,
+    CounterGet,
+    EventPost,
+    EventStats,
 }
 
 /// Coarse groups of routes, for the status line's "tasks by kind".
@@ -55,6 +63,8 @@ pub enum Kind {
     Auth,
     Sample,
     File,
+    Counter,
+    Event,
 }
 
 impl Route {
@@ -64,6 +74,8 @@ impl Route {
             Route::AuthCreate | Route::AuthLogin | Route::AuthLogout => Kind::Auth,
             Route::SampleCreate | Route::SampleGet(_) | Route::SampleList => Kind::Sample,
             Route::FileUpload | Route::FileGet(_) => Kind::File,
+            Route::CounterIncrement | Route::CounterGet => Kind::Counter,
+            Route::EventPost | Route::EventStats => Kind::Event,
         }
     }
 
@@ -75,7 +87,10 @@ impl Route {
 
     /// Whether the route takes a JSON body.
     fn takes_json(self) -> bool {
-        matches!(self, Route::AuthCreate | Route::AuthLogin | Route::SampleCreate)
+        matches!(
+            self,
+            Route::AuthCreate | Route::AuthLogin | Route::SampleCreate | Route::EventPost
+        )
     }
 }
 
@@ -95,6 +110,15 @@ pub fn route(method: Method, path: &str) -> Result<Route, ApiError> {
         "/api/sample" => (Route::SampleCreate, POST, is_post),
         "/api/samples" => (Route::SampleList, GET, is_get),
         "/api/file" => (Route::FileUpload, POST, is_post),
+        "/api/v1/counter" => {
+            return match method {
+                Method::Post => Ok(Route::CounterIncrement),
+                Method::Get | Method::Head => Ok(Route::CounterGet),
+                _ => Err(ApiError::MethodNotAllowed("GET, HEAD, POST")),
+            }
+        }
+        "/event" => (Route::EventPost, POST, is_post),
+        "/stats" => (Route::EventStats, GET, is_get),
         _ => {
             let parsed = if let Some(id) = path.strip_prefix("/api/sample/") {
                 parse_id(id).map(Route::SampleGet)
@@ -230,6 +254,10 @@ impl Api {
             Route::SampleGet(id) => samples::get(st, req, id, out),
             Route::SampleList => samples::list(st, req, out),
             Route::FileGet(md5) => files::get(st, req, md5),
+            Route::CounterIncrement => counter::increment(st, out),
+            Route::CounterGet => counter::get(st, out),
+            Route::EventPost => events::post(st, req),
+            Route::EventStats => events::stats(st, out),
             Route::FileUpload => {
                 Err(ApiError::Internal("uploads are streamed, not dispatched".into()).into())
             }

@@ -73,6 +73,8 @@ pub struct Statements {
     pub ping: Statement,
     pub insert_file: Statement,
     pub get_file: Statement,
+    pub counter_add: Statement,
+    pub counter_get: Statement,
 }
 
 impl Statements {
@@ -89,6 +91,8 @@ impl Statements {
             ping: c.prepare(sql::PING)?,
             insert_file: c.prepare(sql::INSERT_FILE)?,
             get_file: c.prepare(sql::GET_FILE)?,
+            counter_add: c.prepare(sql::COUNTER_ADD)?,
+            counter_get: c.prepare(sql::COUNTER_GET)?,
         })
     }
 }

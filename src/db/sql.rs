@@ -59,6 +59,11 @@ pub fn list_samples() -> String {
 
 pub const PING: &str = "SELECT 1";
 
+/// Adds $1 to the counter and returns the new value.
+pub const COUNTER_ADD: &str = "UPDATE counter SET value = value + $1 WHERE id = 1 RETURNING value";
+
+pub const COUNTER_GET: &str = "SELECT value FROM counter WHERE id = 1";
+
 /// Records a stored file; does nothing when the md5 is already recorded.
 /// $1 md5, $2 size, $3 content type, $4 uploader.
 pub const INSERT_FILE: &str = "\

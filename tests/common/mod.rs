@@ -5,6 +5,7 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -365,4 +366,57 @@ pub fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
 pub fn fixture_body() -> String {
     std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/body.json"))
         .expect("fixture")
+}
+
+/// A PostgreSQL cluster of a test's own (scripts/pg.sh on a private unix socket),
+/// for tests that stop and start the database; stopped and removed on drop.
+pub struct Cluster {
+    dir: PathBuf,
+    port: String,
+}
+
+impl Cluster {
+    pub fn new(tag: &str) -> Cluster {
+        Cluster {
+            dir: PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("pg-{tag}-{}", std::process::id())),
+            port: "5499".into(),
+        }
+    }
+
+    fn script() -> String {
+        concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/pg.sh").to_string()
+    }
+
+    pub fn start(&self) -> String {
+        let out = Command::new("bash")
+            .arg(Self::script())
+            .arg("start")
+            .arg(&self.dir)
+            .arg(&self.port)
+            .output()
+            .expect("run pg.sh");
+        assert!(
+            out.status.success(),
+            "pg.sh start failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    }
+
+    pub fn stop(&self) {
+        let st = Command::new("bash")
+            .arg(Self::script())
+            .arg("stop")
+            .arg(&self.dir)
+            .status()
+            .expect("run pg.sh");
+        assert!(st.success());
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }

@@ -1,0 +1,240 @@
+//! The durable group-commit counter and the exact 1MRC event statistics.
+
+// A panic is how a test reports failure, so unwrap is fine here.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::*;
+use serde_json::json;
+use std::collections::HashSet;
+use std::io::Write;
+use std::time::Duration;
+
+fn value(r: &Response) -> i64 {
+    r.json()["value"].as_i64().unwrap()
+}
+
+/// `n` increments over one keep-alive connection, pipelined 8 at a time; returns
+/// every answer's status and value.
+fn increments(addr: std::net::SocketAddr, n: usize) -> Vec<(u16, Option<i64>)> {
+    let mut r = Reader::new(connect(addr));
+    let mut out = Vec::with_capacity(n);
+    let mut left = n;
+    while left > 0 {
+        let k = left.min(8);
+        let batch = "POST /api/v1/counter HTTP/1.1\r\nContent-Length: 0\r\n\r\n".repeat(k);
+        if r.stream.write_all(batch.as_bytes()).is_err() {
+            break;
+        }
+        for _ in 0..k {
+            match r.next(false) {
+                Some(resp) => {
+                    let v = (resp.status == 200).then(|| value(&resp));
+                    out.push((resp.status, v));
+                }
+                None => return out,
+            }
+        }
+        left -= k;
+    }
+    out
+}
+
+#[test]
+fn concurrent_increments_get_distinct_values_and_none_is_lost() {
+    let db = TestDb::new("counter");
+    let server = Server::start(&db.url, &["8"]);
+    let api = Api::new(server.addr);
+    let start = value(&api.get("/api/v1/counter", None));
+    let addr = server.addr;
+    let threads: Vec<_> = (0..16)
+        .map(|_| std::thread::spawn(move || increments(addr, 250)))
+        .collect();
+    let mut values = Vec::new();
+    for t in threads {
+        for (status, v) in t.join().unwrap() {
+            assert_eq!(status, 200);
+            values.push(v.unwrap());
+        }
+    }
+    assert_eq!(values.len(), 4000);
+    let distinct: HashSet<i64> = values.iter().copied().collect();
+    assert_eq!(distinct.len(), 4000, "duplicate counter values");
+    let fin = value(&api.get("/api/v1/counter", None));
+    assert_eq!(fin, start + 4000);
+    // Gap-free: exactly the values start+1 ..= start+4000 were handed out.
+    assert_eq!(*values.iter().min().unwrap(), start + 1);
+    assert_eq!(*values.iter().max().unwrap(), fin);
+    assert_eq!(
+        api.call("DELETE", "/api/v1/counter", None, None).header("allow"),
+        Some("GET, HEAD, POST")
+    );
+}
+
+#[test]
+fn the_counter_survives_a_server_restart() {
+    let db = TestDb::new("counterrestart");
+    let mut server = Server::start(&db.url, &["2"]);
+    let got = increments(server.addr, 37);
+    assert!(got.iter().all(|(s, _)| *s == 200));
+    assert!(server.terminate().success());
+    let again = Server::start(&db.url, &["2"]);
+    assert_eq!(value(&Api::new(again.addr).get("/api/v1/counter", None)), 37);
+}
+
+#[test]
+fn a_database_restart_mid_run_loses_no_acknowledged_increment() {
+    let cluster = Cluster::new("counterdb");
+    let url = cluster.start();
+    let server = Server::start(&url, &["8", "--db-timeout", "1s"]);
+    let addr = server.addr;
+    let threads: Vec<_> = (0..8)
+        .map(|_| {
+            std::thread::spawn(move || {
+                let mut all = Vec::new();
+                // Keep incrementing across the outage; reconnect when the server closes.
+                for _ in 0..40 {
+                    all.extend(increments(addr, 10));
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                all
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    cluster.stop();
+    std::thread::sleep(Duration::from_millis(800));
+    cluster.start();
+    let mut ok = Vec::new();
+    let mut unavailable = 0;
+    for t in threads {
+        for (status, v) in t.join().unwrap() {
+            match status {
+                200 => ok.push(v.unwrap()),
+                503 => unavailable += 1,
+                other => panic!("unexpected status {other}"),
+            }
+        }
+    }
+    assert!(unavailable > 0, "the outage was not noticed");
+    assert!(!ok.is_empty());
+    let distinct: HashSet<i64> = ok.iter().copied().collect();
+    assert_eq!(distinct.len(), ok.len(), "duplicate values across the restart");
+    let api = Api::new(addr);
+    assert!(eventually(Duration::from_secs(15), || api
+        .get("/api/v1/counter", None)
+        .status
+        == 200));
+    let fin = value(&api.get("/api/v1/counter", None));
+    // Every acknowledged value is durable: none exceeds the final value, and the
+    // final value accounts for at least every acknowledged increment.
+    assert!(ok.iter().all(|v| *v <= fin));
+    assert!(
+        fin >= ok.len() as i64,
+        "acknowledged increments lost: final {fin}, acknowledged {}",
+        ok.len()
+    );
+}
+
+#[test]
+fn stats_are_exact_after_concurrent_negative_and_fractional_events() {
+    let db = TestDb::new("events");
+    let server = Server::start(&db.url, &["4"]);
+    let addr = server.addr;
+    // 8 threads × 500 events; values cycle through tenths, negatives and integers.
+    let values = [
+        "0.1",
+        "-0.3",
+        "2",
+        "1e-9",
+        "-7.25",
+        "1000000",
+        "0.000000001",
+        "3.5E1",
+    ];
+    let threads: Vec<_> = (0..8)
+        .map(|t| {
+            std::thread::spawn(move || {
+                let mut r = Reader::new(connect(addr));
+                for chunk in 0..50 {
+                    let mut raw = String::new();
+                    for j in 0..10 {
+                        let i = chunk * 10 + j;
+                        let body = format!(
+                            r#"{{"userId":"user_{}","value":{}}}"#,
+                            (t * 500 + i) % 301,
+                            values[i % 8]
+                        );
+                        raw.push_str(&format!(
+                            "POST /event HTTP/1.1\r\nContent-Length: {}\r\n\r\n{body}",
+                            body.len()
+                        ));
+                    }
+                    r.stream.write_all(raw.as_bytes()).unwrap();
+                    for _ in 0..10 {
+                        assert_eq!(r.next(false).unwrap().status, 200);
+                    }
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let raw = Api::new(addr).get("/stats", None);
+    let s = raw.json();
+    assert_eq!(s["totalRequests"], 4000);
+    assert_eq!(s["uniqueUsers"], 301);
+    // The expected sum, in integer nano-units (the same values, written out).
+    let nanos: [i128; 8] = [
+        100_000_000,
+        -300_000_000,
+        2_000_000_000,
+        1,
+        -7_250_000_000,
+        1_000_000_000_000_000,
+        1,
+        35_000_000_000,
+    ];
+    let expected: i128 = (0..8).flat_map(|_| 0..500).map(|i| nanos[i % 8]).sum();
+    let expected_text = format!(
+        "{}.{}",
+        expected / 1_000_000_000,
+        format!("{:09}", expected % 1_000_000_000).trim_end_matches('0')
+    );
+    assert_eq!(expected_text, "496014671.200001");
+    // Compared as text: parsing into an f64 could hide a lost digit.
+    assert!(
+        raw.text().contains(&format!(r#""sum":{expected_text},"#)),
+        "{}",
+        raw.text()
+    );
+    let avg = s["avg"].as_f64().unwrap();
+    assert!((avg - expected as f64 / 1e9 / 4000.0).abs() < 1e-6);
+
+    let api = Api::new(addr);
+    for bad in [
+        json!({"userId": "u"}),
+        json!({"value": 1}),
+        json!({"userId": 5, "value": 1}),
+        json!({"userId": "u", "value": "1"}),
+        json!({"userId": "", "value": 1}),
+        json!({"userId": "u", "value": 1, "extra": true}),
+    ] {
+        assert_eq!(api.post("/event", None, &bad).status, 400, "{bad}");
+    }
+    let precise = api.call(
+        "POST",
+        "/event",
+        None,
+        Some(r#"{"userId":"u","value":0.0000000001}"#),
+    );
+    assert_eq!(precise.status, 400);
+    assert!(precise.text().contains("decimal places"));
+    assert_eq!(
+        api.get("/stats", None).json()["totalRequests"],
+        4000,
+        "a refused event was counted"
+    );
+}
