@@ -1,0 +1,145 @@
+//! Latency histograms and counts per request kind, merged across threads, rendered
+//! as a table and as JSON. Percentiles always, never only a mean.
+
+use hdrhistogram::Histogram;
+use serde_json::json;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// Highest latency recorded, in microseconds (60 s); slower answers saturate here.
+const MAX_MICROS: u64 = 60_000_000;
+
+pub fn new_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, MAX_MICROS, 3).expect("valid histogram bounds")
+}
+
+/// Counts and latencies of one request kind (or one latency-client case).
+#[derive(Debug, Clone)]
+pub struct Stats {
+    pub hist: Histogram<u64>,
+    pub ok: u64,
+    pub errors: BTreeMap<String, u64>,
+}
+
+impl Default for Stats {
+    fn default() -> Self {
+        Stats {
+            hist: new_histogram(),
+            ok: 0,
+            errors: BTreeMap::new(),
+        }
+    }
+}
+
+impl Stats {
+    pub fn record(&mut self, latency: Duration, outcome: Result<(), String>) {
+        let us = (latency.as_micros() as u64).clamp(1, MAX_MICROS);
+        let _ = self.hist.record(us);
+        match outcome {
+            Ok(()) => self.ok += 1,
+            Err(reason) => *self.errors.entry(reason).or_default() += 1,
+        }
+    }
+
+    pub fn error_count(&self) -> u64 {
+        self.errors.values().sum()
+    }
+
+    pub fn count(&self) -> u64 {
+        self.ok + self.error_count()
+    }
+
+    pub fn merge(&mut self, other: &Stats) {
+        let _ = self.hist.add(&other.hist);
+        self.ok += other.ok;
+        for (k, v) in &other.errors {
+            *self.errors.entry(k.clone()).or_default() += v;
+        }
+    }
+
+    fn ms(&self, q: f64) -> f64 {
+        self.hist.value_at_quantile(q) as f64 / 1000.0
+    }
+
+    pub fn percentiles_json(&self) -> serde_json::Value {
+        json!({
+            "p50_ms": self.ms(0.50), "p90_ms": self.ms(0.90), "p99_ms": self.ms(0.99),
+            "p999_ms": self.ms(0.999), "max_ms": self.hist.max() as f64 / 1000.0,
+            "mean_ms": self.hist.mean() / 1000.0,
+        })
+    }
+}
+
+/// A markdown table: one row per label, then a total row.
+pub fn table(rows: &BTreeMap<String, Stats>, elapsed: Duration) -> String {
+    let secs = elapsed.as_secs_f64().max(1e-9);
+    let mut out = String::from(
+        "| kind | count | ok | errors | req/s | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms |\n\
+         |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+    );
+    let mut total = Stats::default();
+    for (name, s) in rows {
+        total.merge(s);
+        out.push_str(&row(name, s, secs));
+    }
+    if rows.len() > 1 {
+        out.push_str(&row("**total**", &total, secs));
+    }
+    for (name, s) in rows {
+        for (reason, n) in &s.errors {
+            out.push_str(&format!("\n{name}: {n} × {reason}"));
+        }
+    }
+    out
+}
+
+fn row(name: &str, s: &Stats, secs: f64) -> String {
+    format!(
+        "| {name} | {} | {} | {} | {:.0} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} |\n",
+        s.count(),
+        s.ok,
+        s.error_count(),
+        s.count() as f64 / secs,
+        s.ms(0.50),
+        s.ms(0.90),
+        s.ms(0.99),
+        s.ms(0.999),
+        s.hist.max() as f64 / 1000.0
+    )
+}
+
+/// JSON for a set of rows.
+pub fn rows_json(rows: &BTreeMap<String, Stats>, elapsed: Duration) -> serde_json::Value {
+    let secs = elapsed.as_secs_f64().max(1e-9);
+    let mut m = serde_json::Map::new();
+    for (name, s) in rows {
+        m.insert(
+            name.clone(),
+            json!({
+                "count": s.count(), "ok": s.ok, "errors": s.errors, "rate": s.count() as f64 / secs,
+                "latency": s.percentiles_json(),
+            }),
+        );
+    }
+    serde_json::Value::Object(m)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stats_merge_and_render() {
+        let mut a = Stats::default();
+        a.record(Duration::from_millis(2), Ok(()));
+        let mut b = Stats::default();
+        b.record(Duration::from_millis(4), Err("status 500, expected 200".into()));
+        a.merge(&b);
+        assert_eq!((a.count(), a.ok, a.error_count()), (2, 1, 1));
+        let mut rows = BTreeMap::new();
+        rows.insert("health".to_string(), a);
+        let t = table(&rows, Duration::from_secs(1));
+        assert!(t.contains("| health | 2 | 1 | 1 |"), "{t}");
+        assert!(t.contains("1 × status 500"));
+    }
+}
