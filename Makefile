@@ -42,6 +42,7 @@ bench-health: build
 
 bench-upload: build
 	scripts/bench-upload.sh
+	scripts/bench-load.sh
 
 bench: build
 	scripts/bench-health.sh
