@@ -43,6 +43,9 @@ bench-health: build
 bench-upload: build
 	scripts/bench-upload.sh
 	scripts/bench-load.sh
+	scripts/bench-counter.sh
+	scripts/build-ref.sh
+	scripts/bench-events.sh
 
 bench: build
 	scripts/bench-health.sh

@@ -101,8 +101,9 @@ fn run(a: Args) -> Result<bool, String> {
         Some("counter") => (Mix::parse("counter")?, None, Some(10_000)),
         Some(other) => return Err(format!("unknown scenario {other:?} (1mrc or counter)")),
     };
+    // 1mrc needs a known N; the counter check holds for any number of requests.
     let budget = match (a.duration, a.requests.or(default_total)) {
-        (Some(d), _) if a.scenario.is_none() => Budget::For(d),
+        (Some(d), _) if a.scenario.as_deref() != Some("1mrc") && a.requests.is_none() => Budget::For(d),
         (_, Some(n)) => Budget::Total(n),
         (Some(d), None) => Budget::For(d),
         (None, None) => Budget::PerSocket(a.requests_per_socket),

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# POST /api/v1/counter through crudrs (group commit) at 16, 64 and 256 connections,
+# load-client on CPU 0 checking every value, against pgbench running the single-row
+# UPDATE at 16 clients on the same database. Writes bench-results/counter.md.
+set -euo pipefail
+source "$(dirname "$0")/bench-lib.sh"
+cd "$ROOT"
+[ -x target/release/server ] && [ -x target/release/load-client ] || cargo build --release --workspace
+THREADS=${THREADS:-64}
+PORT_RS=${PORT_RS:-18086}
+admin=$(scripts/with-db.sh printenv DATABASE_URL)
+bench_db=crudrs_bench_counter
+psql "$admin" -qc "DROP DATABASE IF EXISTS $bench_db WITH (FORCE)" -c "CREATE DATABASE $bench_db" 2>/dev/null
+url="$admin dbname=$bench_db"
+tmp=$(mktemp -d)
+cleanup() { [ -n "${srv:-}" ] && kill "$srv" 2>/dev/null || true; rm -rf "$tmp"; }
+trap cleanup EXIT
+taskset -c "$SERVER_CPU" target/release/server "$THREADS" --port "$PORT_RS" --database-url "$url" --data-dir "$tmp/data" \
+    --no-stats >/dev/null 2>"$tmp/server.log" &
+srv=$!
+wait_port "$PORT_RS"
+
+rows=""
+for conns in 16 64 256; do
+    threads=$(( conns >= 64 ? 2 : 1 ))
+    taskset -c "$LOAD_CPU" target/release/load-client "$threads" $((conns / threads)) --scenario counter \
+        --duration "$DURATION" --target "http://127.0.0.1:$PORT_RS" --quiet --json "$RESULTS/counter-$conns.json" >/dev/null ||
+        echo "load-client reported failures at $conns connections" >&2
+    rows+="$conns $(python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print(round(d['achieved_rate']), d['errors'], 'exact' if not d['checks_failed'] else 'FAILED', round(d['kinds']['counter']['latency']['p99_ms'],2))" "$RESULTS/counter-$conns.json")"$'\n'
+done
+kill "$srv"; srv=
+
+pg=$(taskset -c "$LOAD_CPU" pgbench -n -M prepared -c 16 -j 1 -T "${DURATION%s}" -f bench/counter.pgbench "$url" 2>/dev/null |
+    awk '/^tps/ {print $3; exit}')
+{
+    echo "Counter increments for $DURATION (crudrs on CPU $SERVER_CPU with $THREADS workers; load on CPU $LOAD_CPU; PostgreSQL unpinned, synchronous_commit on)"
+    echo
+    echo "| client | connections | increments/s | vs pgbench | p99 ms | errors | values |"
+    echo "|---|---:|---:|---:|---:|---:|---|"
+    echo "| pgbench single-row UPDATE | 16 | $(printf '%.0f' "$pg") | 1.00 | | | |"
+    echo "$rows" | while read -r conns rate errors check p99; do
+        [ -n "$conns" ] || continue
+        echo "| crudrs POST /api/v1/counter | $conns | $rate | $(awk -v a="$rate" -v b="$pg" 'BEGIN {printf "%.1f", a / b}') | $p99 | $errors | $check |"
+    done
+} | tee "$RESULTS/counter.md"
