@@ -8,7 +8,7 @@ use clap::Parser;
 use loadclient::http::{self, Target};
 use loadclient::mix::{hex, sample_body, PASSWORD};
 use loadclient::report::{self, Stats};
-use loadclient::{parse_duration, Rng};
+use loadclient::{parse_duration, scenario, Rng};
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::net::TcpStream;
@@ -362,20 +362,8 @@ fn exchange(
 fn setup(target: &Target, run: &str) -> Result<Ctx, String> {
     let host = target.host.clone();
     let name = format!("lat{run}x0");
-    let call = |method: &str,
-                path: &str,
-                token: Option<&str>,
-                body: &str|
-     -> Result<(u16, serde_json::Value), String> {
-        let a = token.map(|t| format!("Bearer {t}"));
-        let mut h = vec![("Content-Type", "application/json")];
-        if let Some(a) = &a {
-            h.push(("Authorization", a));
-        }
-        let mut raw = Vec::new();
-        http::encode(&mut raw, method, path, &host, &h, body.as_bytes());
-        let (status, body) = http::roundtrip(target, &raw, Duration::from_secs(10))?;
-        Ok((status, serde_json::from_slice(&body).unwrap_or_default()))
+    let call = |method: &str, path: &str, token: Option<&str>, body: &str| {
+        scenario::call(target, method, path, token, body)
     };
     let body = format!(r#"{{"username":"{name}","password":"{PASSWORD}","email":"{name}@example.org"}}"#);
     let (st, v) = call("POST", "/auth/create", None, &body)?;
@@ -431,14 +419,7 @@ fn main() -> ExitCode {
 
 fn run(a: &Args) -> Result<bool, String> {
     let target = Target::parse(&a.target)?;
-    let run_tag = format!(
-        "{:x}",
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_micros())
-            .unwrap_or(0) as u64
-            ^ a.seed
-    );
+    let run_tag = loadclient::run_tag(a.seed);
     let mut ctx = setup(&target, &run_tag)?;
     let catalogue = cases();
     let mut rng = Rng::new(a.seed);
@@ -506,16 +487,6 @@ fn run(a: &Args) -> Result<bool, String> {
         "overall": overall.percentiles_json(),
         "cases": report::rows_json(&rows, elapsed),
     });
-    match a.json.as_deref() {
-        Some("-") => {
-            eprintln!("{text}");
-            println!("{doc:#}");
-        }
-        Some(path) => {
-            std::fs::write(path, format!("{doc:#}\n")).map_err(|e| format!("writing {path}: {e}"))?;
-            println!("{text}");
-        }
-        None => println!("{text}"),
-    }
+    report::emit(&text, &doc, a.json.as_deref())?;
     Ok(failures == 0)
 }

@@ -32,6 +32,15 @@ pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     }
 }
 
+/// A tag unique to one run (time and seed), put in every name a run creates.
+pub fn run_tag(seed: u64) -> String {
+    let micros = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0);
+    format!("{:x}", micros ^ seed)
+}
+
 /// A small, seedable PRNG (xorshift64*): reproducible runs without a dependency.
 #[derive(Debug, Clone)]
 pub struct Rng(u64);

@@ -108,14 +108,7 @@ fn run(a: Args) -> Result<bool, String> {
         (Some(d), None) => Budget::For(d),
         (None, None) => Budget::PerSocket(a.requests_per_socket),
     };
-    let run_tag = format!(
-        "{:x}",
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_micros())
-            .unwrap_or(0)
-            ^ u128::from(a.seed)
-    );
+    let run_tag = loadclient::run_tag(a.seed);
     let needs_users = mix.kinds().any(Kind::needs_users);
     let fixture = if needs_users {
         let samples = mix.kinds().any(|k| k == Kind::GetSample);
@@ -243,17 +236,7 @@ fn run(a: Args) -> Result<bool, String> {
         "scenario": a.scenario,
         "checks_failed": problems,
     });
-    match a.json.as_deref() {
-        Some("-") => {
-            eprintln!("{text}");
-            println!("{doc:#}");
-        }
-        Some(path) => {
-            std::fs::write(path, format!("{doc:#}\n")).map_err(|e| format!("writing {path}: {e}"))?;
-            println!("{text}");
-        }
-        None => println!("{text}"),
-    }
+    report::emit(&text, &doc, a.json.as_deref())?;
     Ok(errors == 0 && problems.is_empty())
 }
 

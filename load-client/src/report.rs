@@ -124,6 +124,23 @@ pub fn rows_json(rows: &BTreeMap<String, Stats>, elapsed: Duration) -> serde_jso
     serde_json::Value::Object(m)
 }
 
+/// Prints the table and writes the JSON document where `--json` says: a file (table
+/// on stdout), `-` (JSON on stdout, table on stderr), or nowhere.
+pub fn emit(text: &str, doc: &serde_json::Value, json: Option<&str>) -> Result<(), String> {
+    match json {
+        Some("-") => {
+            eprintln!("{text}");
+            println!("{doc:#}");
+        }
+        Some(path) => {
+            std::fs::write(path, format!("{doc:#}\n")).map_err(|e| format!("writing {path}: {e}"))?;
+            println!("{text}");
+        }
+        None => println!("{text}"),
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

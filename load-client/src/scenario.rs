@@ -9,7 +9,8 @@ use std::time::Duration;
 
 const TIMEOUT: Duration = Duration::from_secs(10);
 
-fn call(
+/// One JSON request on a fresh connection; the body parsed as JSON (null if not).
+pub fn call(
     target: &Target,
     method: &str,
     path: &str,
