@@ -42,12 +42,12 @@ bench-health: build
 
 bench-upload: build
 	scripts/bench-upload.sh
-	scripts/bench-load.sh
-	scripts/bench-counter.sh
-	scripts/build-ref.sh
-	scripts/bench-events.sh
 
 bench: build
 	scripts/bench-health.sh
 	scripts/bench-sample.sh
 	scripts/bench-upload.sh
+	scripts/bench-load.sh
+	scripts/bench-counter.sh
+	scripts/build-ref.sh
+	scripts/bench-events.sh

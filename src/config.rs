@@ -108,6 +108,10 @@ pub struct Args {
     #[arg(long, overrides_with = "stats")]
     pub no_stats: bool,
 
+    /// Longest a counter commit waits for its batch to refill to the previous batch's size.
+    #[arg(long, env = "COUNTER_GATHER", default_value = "300us", value_parser = parse_duration)]
+    pub counter_gather: Duration,
+
     /// Directory for uploaded files (created if missing).
     #[arg(long, env = "DATA_DIR", default_value = "data")]
     pub data_dir: PathBuf,
@@ -137,6 +141,7 @@ pub struct Config {
     pub token_ttl: Duration,
     pub token_cache_size: usize,
     pub stats: bool,
+    pub counter_gather: Duration,
     pub data_dir: PathBuf,
 }
 
@@ -192,6 +197,7 @@ impl Config {
             } else {
                 a.stats || stderr_is_terminal
             },
+            counter_gather: a.counter_gather,
             data_dir: a.data_dir,
         })
     }
@@ -211,12 +217,17 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         .parse()
         .map_err(|_| format!("invalid duration {s:?}: expected e.g. 10s"))?;
     let d = match unit {
+        "us" => Duration::from_micros(n),
         "ms" => Duration::from_millis(n),
         "" | "s" => Duration::from_secs(n),
         "m" => Duration::from_secs(n * 60),
         "h" => Duration::from_secs(n * 3600),
         "d" => Duration::from_secs(n * 86_400),
-        _ => return Err(format!("invalid duration unit in {s:?}: use ms, s, m, h or d")),
+        _ => {
+            return Err(format!(
+                "invalid duration unit in {s:?}: use us, ms, s, m, h or d"
+            ))
+        }
     };
     Ok(d)
 }

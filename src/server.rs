@@ -102,7 +102,7 @@ impl Server {
             .map_err(|e| format!("cannot use data directory {}: {e}", config.data_dir.display()))?;
         let state = Arc::new(State {
             store,
-            counter: Default::default(),
+            counter: crate::batch::Batcher::new(config.counter_gather),
             events: Default::default(),
             tokens: TokenCache::new(config.token_cache_size),
             passwords,
