@@ -1,6 +1,7 @@
 //! Proof that a plain request allocates nothing: the server runs in this process
 //! under a counting global allocator, and twenty thousand pipelined GET /health
-//! requests after warm-up must not allocate once, in any thread.
+//! requests (and as many POST /event for a known user) after warm-up must not
+//! allocate once, in any thread.
 //!
 //! This file holds a single test so no other test shares the process.
 // A panic is how a test reports failure, so unwrap is fine here.
@@ -53,6 +54,33 @@ fn round(s: &mut std::net::TcpStream, batch: &[u8], buf: &mut [u8], len: usize) 
     }
 }
 
+/// Allocations made, in the whole process, while `one` is answered 20,000 times
+/// (pipelined DEPTH at a time) after warm-up. Every answer must end with `ends`.
+fn allocations_for(s: &mut std::net::TcpStream, one: &[u8], ends: &[u8]) -> u64 {
+    let batch: Vec<u8> = one.iter().copied().cycle().take(one.len() * DEPTH).collect();
+    let mut buf = vec![0u8; 64 * 1024];
+    // Every answer has the same length (the Date value is fixed-width).
+    s.write_all(one).expect("write");
+    let response_len = s.read(&mut buf).expect("read");
+    assert!(
+        buf[..response_len].ends_with(ends),
+        "{:?}",
+        String::from_utf8_lossy(&buf[..response_len])
+    );
+    for _ in 0..200 {
+        round(s, &batch, &mut buf, response_len * DEPTH);
+    }
+    // Let the pool's background connections settle.
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let before = ALLOCS.load(Relaxed);
+    for _ in 0..(20_000 / DEPTH) {
+        round(s, &batch, &mut buf, response_len * DEPTH);
+    }
+    let allocations = ALLOCS.load(Relaxed) - before;
+    assert!(buf[..response_len].starts_with(b"HTTP/1.1 200 OK\r\n"));
+    allocations
+}
+
 #[test]
 fn plain_requests_allocate_nothing_after_warm_up() {
     use clap::Parser;
@@ -75,37 +103,18 @@ fn plain_requests_allocate_nothing_after_warm_up() {
     let server = crudrs::Server::start(config).expect("server starts");
     let addr = server.addr();
 
-    let one = b"GET /health HTTP/1.1\r\nHost: t\r\n\r\n";
-    let batch: Vec<u8> = one.iter().copied().cycle().take(one.len() * DEPTH).collect();
-    let mut buf = vec![0u8; 64 * 1024];
     let mut s = std::net::TcpStream::connect(addr).expect("connect");
     s.set_nodelay(true).expect("nodelay");
-    // Every /health response has the same length (the Date value is fixed-width).
-    s.write_all(one).expect("write");
-    let n = s.read(&mut buf).expect("read");
-    let response_len = n;
-    assert!(
-        buf[..n].ends_with(br#"{"status":"ok"}"#),
-        "{:?}",
-        String::from_utf8_lossy(&buf[..n])
+    let health = allocations_for(
+        &mut s,
+        b"GET /health HTTP/1.1\r\nHost: t\r\n\r\n",
+        br#"{"status":"ok"}"#,
     );
-
-    for _ in 0..200 {
-        round(&mut s, &batch, &mut buf, response_len * DEPTH);
-    }
-    // Let the pool's background connections settle.
-    std::thread::sleep(std::time::Duration::from_millis(500));
-
-    let before = ALLOCS.load(Relaxed);
-    for _ in 0..(20_000 / DEPTH) {
-        round(&mut s, &batch, &mut buf, response_len * DEPTH);
-    }
-    let allocations = ALLOCS.load(Relaxed) - before;
-    assert!(buf[..response_len].starts_with(b"HTTP/1.1 200 OK\r\n"));
-    assert_eq!(
-        allocations, 0,
-        "{allocations} allocations for 20000 GET /health requests"
-    );
+    assert_eq!(health, 0, "{health} allocations for 20000 GET /health requests");
+    // An event for a user already seen parses by borrowing and allocates nothing.
+    let event = b"POST /event HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: 31\r\n\r\n{\"userId\":\"user_1\",\"value\":2.5}";
+    let events = allocations_for(&mut s, event, b"Content-Length: 0\r\n\r\n");
+    assert_eq!(events, 0, "{events} allocations for 20000 POST /event requests");
     drop(s);
     server.shared().request_shutdown();
     server.join();
