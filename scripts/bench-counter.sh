@@ -8,10 +8,7 @@ cd "$ROOT"
 [ -x target/release/server ] && [ -x target/release/load-client ] || cargo build --release --workspace
 THREADS=${THREADS:-64}
 PORT_RS=${PORT_RS:-18086}
-admin=$(scripts/with-db.sh printenv DATABASE_URL)
-bench_db=crudrs_bench_counter
-psql "$admin" -qc "DROP DATABASE IF EXISTS $bench_db WITH (FORCE)" -c "CREATE DATABASE $bench_db" 2>/dev/null
-url="$admin dbname=$bench_db"
+url=$(fresh_db crudrs_bench_counter)
 tmp=$(mktemp -d)
 cleanup() { [ -n "${srv:-}" ] && kill "$srv" 2>/dev/null || true; rm -rf "$tmp"; }
 trap cleanup EXIT

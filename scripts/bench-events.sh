@@ -12,7 +12,7 @@ PORT_RS=${PORT_RS:-18087}
 PORT_REF=${PORT_REF:-18088}
 ROUNDS=${ROUNDS:-3}
 ref_bin=.ref/warp-1mrc/target/release/warp-1mrc
-admin=$(scripts/with-db.sh printenv DATABASE_URL)
+admin=$(admin_url)
 tmp=$(mktemp -d)
 cleanup() { for p in ${srv:-} ${ref:-}; do kill "$p" 2>/dev/null || true; done; rm -rf "$tmp"; }
 trap cleanup EXIT

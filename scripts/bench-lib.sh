@@ -25,3 +25,13 @@ wait_port() { # wait_port PORT: until something accepts on 127.0.0.1:PORT
 }
 
 rps() { awk '/Requests\/sec:/ {print $2}'; }
+
+# The connection string of the project's database (started if need be).
+admin_url() { "$ROOT/scripts/with-db.sh" printenv DATABASE_URL; }
+
+fresh_db() { # fresh_db NAME: drop and recreate database NAME; prints its connection string
+    local admin
+    admin=$(admin_url)
+    psql "$admin" -qc "DROP DATABASE IF EXISTS $1 WITH (FORCE)" -c "CREATE DATABASE $1" >/dev/null 2>&1
+    echo "$admin dbname=$1"
+}

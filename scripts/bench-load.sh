@@ -10,16 +10,14 @@ cd "$ROOT"
 THREADS=${THREADS:-4}
 N_1MRC=${N_1MRC:-200000}
 PORT_RS=${PORT_RS:-18084}
-admin=$(scripts/with-db.sh printenv DATABASE_URL)
-bench_db=crudrs_bench_load
 tmp=$(mktemp -d)
 cleanup() { [ -n "${srv:-}" ] && kill "$srv" 2>/dev/null || true; rm -rf "$tmp"; }
 trap cleanup EXIT
 
 start_server() { # fresh database and process
     [ -n "${srv:-}" ] && { kill "$srv"; wait "$srv" 2>/dev/null || true; }
-    psql "$admin" -qc "DROP DATABASE IF EXISTS $bench_db WITH (FORCE)" -c "CREATE DATABASE $bench_db" 2>/dev/null
-    taskset -c "$SERVER_CPU" target/release/server "$THREADS" --port "$PORT_RS" --database-url "$admin dbname=$bench_db" \
+    url=$(fresh_db crudrs_bench_load)
+    taskset -c "$SERVER_CPU" target/release/server "$THREADS" --port "$PORT_RS" --database-url "$url" \
         --data-dir "$tmp/data" --no-stats >/dev/null 2>"$tmp/server.log" &
     srv=$!
     wait_port "$PORT_RS"

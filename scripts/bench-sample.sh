@@ -10,10 +10,7 @@ cd "$ROOT"
 [ -x target/release/server ] || cargo build --release
 CONC=${CONC:-16}
 PORT_RS=${PORT_RS:-18082}
-admin=$(scripts/with-db.sh printenv DATABASE_URL)
-bench_db=crudrs_bench
-psql "$admin" -qc "DROP DATABASE IF EXISTS $bench_db WITH (FORCE)" -c "CREATE DATABASE $bench_db"
-url="$admin dbname=$bench_db"
+url=$(fresh_db crudrs_bench)
 
 tmp=$(mktemp -d)
 cleanup() { [ -n "${srv:-}" ] && kill "$srv" 2>/dev/null || true; rm -rf "$tmp"; }

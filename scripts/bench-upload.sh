@@ -10,13 +10,11 @@ cargo build --release --example upload_bench -q
 [ -x target/release/server ] || cargo build --release
 SECS=${SECS:-5}
 PORT_RS=${PORT_RS:-18083}
-admin=$(scripts/with-db.sh printenv DATABASE_URL)
-bench_db=crudrs_bench_upload
-psql "$admin" -qc "DROP DATABASE IF EXISTS $bench_db WITH (FORCE)" -c "CREATE DATABASE $bench_db"
+url=$(fresh_db crudrs_bench_upload)
 work=$(mktemp -d -p "$ROOT" .bench-upload.XXXX)
 cleanup() { [ -n "${srv:-}" ] && kill "$srv" 2>/dev/null || true; rm -rf "$work"; }
 trap cleanup EXIT
-taskset -c "$SERVER_CPU" target/release/server 16 --port "$PORT_RS" --database-url "$admin dbname=$bench_db" \
+taskset -c "$SERVER_CPU" target/release/server 16 --port "$PORT_RS" --database-url "$url" \
     --data-dir "$work/data" --no-stats >/dev/null 2>"$work/server.log" &
 srv=$!
 wait_port "$PORT_RS"
