@@ -71,6 +71,8 @@ pub struct Incoming {
     pub user_id: i64,
     /// Whether the connection closes after the response.
     pub close: bool,
+    /// The client sent `Expect: 100-continue` and waits before sending the body.
+    pub expect_continue: bool,
     remaining: Remaining,
     /// Bytes of the PNG signature checked so far (only for `image/png`).
     signature_checked: usize,
@@ -95,6 +97,7 @@ impl Incoming {
             media,
             user_id,
             close,
+            expect_continue: false,
             remaining,
             signature_checked: 0,
         }

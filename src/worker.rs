@@ -306,6 +306,7 @@ impl Ctx {
         let mut pos = 0;
         loop {
             if conn.incoming.is_some() {
+                // The only place body bytes reach an upload, whenever they arrive.
                 match self.feed_upload(conn, &buf[pos..]) {
                     (used, Step::NeedMore) if conn.incoming.is_none() => pos += used,
                     (used, step) => return (pos + used, step),
@@ -360,22 +361,7 @@ impl Ctx {
                     return (pos, Step::Close);
                 }
                 pos += head.len;
-                // Feed what already arrived; ask for the rest if the client waits.
-                let (used, step) = self.feed_upload(conn, &buf[pos..]);
-                if conn.incoming.is_some()
-                    && step == Step::NeedMore
-                    && head.expect_continue
-                    && conn.take_continue()
-                {
-                    self.out.extend_from_slice(CONTINUE);
-                }
-                match step {
-                    Step::NeedMore if conn.incoming.is_none() => {
-                        pos += used;
-                        continue;
-                    }
-                    step => return (pos + used, step),
-                }
+                continue;
             }
 
             let mut decoded = std::mem::take(&mut self.decoded);
@@ -542,14 +528,9 @@ impl Ctx {
             Framing::Length(n) => Some(n),
             _ => None,
         };
-        conn.incoming = Some(Box::new(Incoming::new(
-            upload,
-            admitted.media,
-            admitted.user_id,
-            length,
-            limit,
-            close,
-        )));
+        let mut incoming = Incoming::new(upload, admitted.media, admitted.user_id, length, limit, close);
+        incoming.expect_continue = req.head.expect_continue;
+        conn.incoming = Some(Box::new(incoming));
         conn.reading(true);
         Ok(())
     }
@@ -563,7 +544,13 @@ impl Ctx {
         };
         match incoming.feed(bytes) {
             Ok((used, false)) => {
+                let wants_continue = incoming.expect_continue;
                 conn.reading(true);
+                // Admission passed and the body is still missing: a waiting client
+                // may send it now (once per request: take_continue says so).
+                if wants_continue && conn.take_continue() {
+                    self.out.extend_from_slice(CONTINUE);
+                }
                 (used, Step::NeedMore)
             }
             Ok((used, true)) => {
