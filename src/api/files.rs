@@ -22,10 +22,7 @@ pub struct Admitted {
 /// framing (411). The size limit was already applied by `Api::plan`.
 pub fn admit(st: &State, req: &Request<'_>) -> Result<Admitted, Error> {
     let (who, _) = authenticate(st, req)?;
-    let media = match req
-        .content_type()
-        .map(|c| c.split(';').next().unwrap_or("").trim())
-    {
+    let media = match req.content_type().map(super::json::media_type) {
         Some(ct) if ct.eq_ignore_ascii_case("application/octet-stream") => MediaType::OctetStream,
         Some(ct) if ct.eq_ignore_ascii_case("image/png") => MediaType::Png,
         _ => {

@@ -8,19 +8,18 @@
 use crate::error::ApiError;
 use serde_json::{Map, Value};
 
+/// The media type of a Content-Type value, without parameters (`type/subtype`).
+pub fn media_type(content_type: &str) -> &str {
+    content_type.split(';').next().unwrap_or("").trim()
+}
+
 /// Accepts a missing Content-Type (the C clients send none) or `application/json`
 /// with any parameters; anything else is 415.
 pub fn check_content_type(ct: Option<&str>) -> Result<(), ApiError> {
-    match ct {
+    match ct.map(media_type) {
         None => Ok(()),
-        Some(ct) => {
-            let essence = ct.split(';').next().unwrap_or("").trim();
-            if essence.eq_ignore_ascii_case("application/json") {
-                Ok(())
-            } else {
-                Err(ApiError::UnsupportedMediaType("expected application/json"))
-            }
-        }
+        Some(m) if m.eq_ignore_ascii_case("application/json") => Ok(()),
+        Some(_) => Err(ApiError::UnsupportedMediaType("expected application/json")),
     }
 }
 
