@@ -107,7 +107,7 @@ impl Upload {
 
     /// Makes the upload durable under its content address.
     pub fn commit(mut self, store: &Store) -> io::Result<Stored> {
-        let md5: [u8; 16] = self.md5.clone().finalize().into();
+        let md5: [u8; 16] = std::mem::take(&mut self.md5).finalize().into();
         let target = store.path_of(&md5);
         let size = self.size;
         if target.exists() {
