@@ -6,7 +6,7 @@ set -euo pipefail
 source "$(dirname "$0")/bench-lib.sh"
 cd "$ROOT"
 [ -x target/release/server ] && [ -x target/release/load-client ] || cargo build --release --workspace
-THREADS=${THREADS:-64}
+THREADS=${THREADS:-$(nproc)} # as many workers as CPUs: a waiting increment holds none
 PORT_RS=${PORT_RS:-18086}
 url=$(fresh_db crudrs_bench_counter)
 tmp=$(mktemp -d)

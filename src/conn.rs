@@ -50,6 +50,8 @@ pub struct Conn {
     pub outgoing: Option<crate::transfer::Outgoing>,
     /// A hashing permit handed to this connection while it waited in the gate.
     pub permit: Option<Permit>,
+    /// The committed result of the counter increment at the head of its buffer.
+    pub counter: Option<Result<i64, crate::error::ApiError>>,
     /// When the poller gives up on this connection if it is still parked.
     pub deadline: Instant,
     registry: Arc<Registry>,
@@ -66,6 +68,7 @@ impl Conn {
             incoming: None,
             outgoing: None,
             permit: None,
+            counter: None,
             deadline,
             registry,
         }

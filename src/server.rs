@@ -6,6 +6,7 @@
 //! busy ones (up to the grace period), then closes the task queue so the workers end.
 
 use crate::api::{Api, Passwords, State, TokenCache};
+use crate::batch::Batcher;
 use crate::buffers::BufferPool;
 use crate::config::Config;
 use crate::conn::Conn;
@@ -28,6 +29,8 @@ pub struct Shared {
     pub queue: TaskQueue<Box<Conn>>,
     /// Bounds concurrent password hashing; connections wait here, not workers.
     pub gate: Gate<Box<Conn>>,
+    /// Connections whose next request is a counter increment, waiting for its batch.
+    pub counter: Batcher<Box<Conn>>,
     pub buffers: BufferPool,
     pub stats: Arc<Stats>,
     shutdown: AtomicBool,
@@ -102,7 +105,6 @@ impl Server {
             .map_err(|e| format!("cannot use data directory {}: {e}", config.data_dir.display()))?;
         let state = Arc::new(State {
             store,
-            counter: crate::batch::Batcher::new(config.counter_gather),
             events: Default::default(),
             tokens: TokenCache::new(config.token_cache_size),
             passwords,
@@ -117,6 +119,7 @@ impl Server {
         let shared = Arc::new(Shared {
             queue: TaskQueue::with_capacity(config.max_connections),
             gate: Gate::new(config.hash_concurrency),
+            counter: Batcher::new(config.counter_gather),
             buffers: BufferPool::new(config.threads * 64, config.read_buffer_bytes()),
             stats: Arc::new(Stats::default()),
             registry,

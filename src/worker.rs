@@ -7,9 +7,12 @@
 //! keep what is left of an incomplete request in a pooled buffer attached to the
 //! connection. A worker never waits for a client: it only blocks on the database.
 //! Requests that hash a password first take a permit from the hashing gate; without
-//! one the whole connection waits in the gate's queue, not the worker.
+//! one the whole connection waits in the gate's queue, not the worker. A counter
+//! increment waits the same way, in the group-commit batcher: the worker that leads
+//! a batch answers every connection of it (they are on its `ready` list).
 
-use crate::api::{Api, Reply, Request, Route};
+use crate::api::{Api, Kind, Reply, Request, Route};
+use crate::batch::Committed;
 use crate::conn::Conn;
 use crate::error::{ApiError, Error};
 use crate::http::chunked::ChunkedDecoder;
@@ -20,6 +23,7 @@ use crate::http::{Framing, Head, HttpError, Limits, Method};
 use crate::poller::would_block;
 use crate::server::{Permit, Shared};
 use crate::transfer::{FeedError, Incoming, Outgoing};
+use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::sync::atomic::Ordering::Relaxed;
@@ -36,6 +40,8 @@ enum Next {
     Again(Box<Conn>),
     /// It was just granted a hashing permit: serve its waiting request.
     Granted(Box<Conn>),
+    /// Its next request is a counter increment: it goes to the batcher.
+    Increment(Box<Conn>),
 }
 
 /// What processing the buffered bytes came to.
@@ -47,6 +53,8 @@ enum Step {
     Close,
     /// The next request needs a hashing permit the connection does not hold.
     NeedPermit,
+    /// The next request is a counter increment not committed yet.
+    NeedIncrement,
 }
 
 pub struct Worker {
@@ -54,6 +62,11 @@ pub struct Worker {
     /// The read buffer: allocated once, never resized; a whole JSON request fits.
     buf: Box<[u8]>,
     ctx: Ctx,
+    /// Connections of a counter batch this worker led, to answer before anything else.
+    ready: VecDeque<Box<Conn>>,
+    /// This worker led a batch and must lead again once its connections are served,
+    /// so increments that arrived meanwhile are not left without a leader.
+    leading: bool,
 }
 
 /// Everything request processing needs besides the read buffer.
@@ -86,7 +99,13 @@ impl Worker {
             api,
             shared: Arc::clone(&shared),
         };
-        Worker { shared, buf, ctx }
+        Worker {
+            shared,
+            buf,
+            ctx,
+            ready: VecDeque::with_capacity(64),
+            leading: false,
+        }
     }
 
     /// Serves connections until the queue is closed and empty.
@@ -94,10 +113,7 @@ impl Worker {
         while let Some(conn) = self.shared.queue.pop() {
             let started = Instant::now();
             self.shared.stats.busy.fetch_add(1, Relaxed);
-            let mut next = Some(conn);
-            while let Some(conn) = next {
-                next = self.drive(conn);
-            }
+            self.serve(conn);
             self.shared.stats.busy.fetch_sub(1, Relaxed);
             self.shared.stats.tasks.fetch_add(1, Relaxed);
             self.shared
@@ -105,6 +121,49 @@ impl Worker {
                 .task_nanos
                 .fetch_add(started.elapsed().as_nanos() as u64, Relaxed);
         }
+    }
+
+    /// Drives `conn`, and then every connection of the counter batches this leads to.
+    fn serve(&mut self, conn: Box<Conn>) {
+        let mut next = Some(conn);
+        loop {
+            while let Some(conn) = next.take().or_else(|| self.ready.pop_front()) {
+                next = self.drive(conn);
+            }
+            if !std::mem::take(&mut self.leading) {
+                return;
+            }
+            let api = &self.ctx.api;
+            match self
+                .shared
+                .counter
+                .lead(|conns| api.commit_increments(conns.len()))
+            {
+                Some(batch) => self.resume(batch),
+                None => return,
+            }
+        }
+    }
+
+    /// Hands a connection whose next request is a counter increment to the batcher;
+    /// if this worker leads the batch, its connections become ready.
+    fn submit_increment(&mut self, conn: Box<Conn>) {
+        let api = &self.ctx.api;
+        if let Some(batch) = self
+            .shared
+            .counter
+            .submit(conn, |conns| api.commit_increments(conns.len()))
+        {
+            self.resume(batch);
+        }
+    }
+
+    fn resume(&mut self, batch: Committed<Box<Conn>, i64, ApiError>) {
+        for (mut conn, result) in batch {
+            conn.counter = Some(result);
+            self.ready.push_back(conn);
+        }
+        self.leading = true;
     }
 
     /// Drives `conn` until it would block. Returns it when it should be driven again
@@ -138,14 +197,18 @@ impl Worker {
             match self.read_and_answer(conn)? {
                 Next::Again(c) => conn = c,
                 Next::Granted(c) => return Some(c),
+                Next::Increment(c) => {
+                    self.submit_increment(c);
+                    return None;
+                }
             }
         }
     }
 
     /// Reads what the client sent, answers every complete request and writes the
     /// batch. Returns the connection when output remains to be driven (a download
-    /// or a closing response) or a hashing permit was granted; `None` once it is
-    /// parked, queued at the gate or closed.
+    /// or a closing response), a hashing permit was granted or an increment waits;
+    /// `None` once it is parked, queued at the gate or closed.
     fn read_and_answer(&mut self, mut conn: Box<Conn>) -> Option<Next> {
         let mut len = 0;
         if let Some(partial) = conn.partial.take() {
@@ -225,7 +288,13 @@ impl Worker {
             conn.permit = Some(Permit::new(Arc::clone(&self.shared)));
             return Some(Next::Granted(conn));
         }
-        if step == Step::Close || (eof && step != Step::NeedPermit && conn.outgoing.is_none()) {
+        if step == Step::NeedIncrement && conn.pending_out.is_empty() {
+            // As for a permit: the request stays buffered until its batch commits.
+            self.stash(&mut conn, len);
+            return Some(Next::Increment(conn));
+        }
+        let waits = matches!(step, Step::NeedPermit | Step::NeedIncrement);
+        if step == Step::Close || (eof && !waits && conn.outgoing.is_none()) {
             conn.start_closing();
             conn.incoming = None;
             if let Some(p) = conn.partial.take() {
@@ -394,6 +463,11 @@ impl Ctx {
                     conn.reading(true);
                     return (pos, Step::NeedPermit);
                 }
+                if route == Route::CounterIncrement && conn.counter.is_none() {
+                    self.decoded = decoded;
+                    conn.reading(true);
+                    return (pos, Step::NeedIncrement);
+                }
             }
             let close = !head.keep_alive || self.shared.is_shutting_down();
             let used_permit = route.as_ref().is_ok_and(|r| r.needs_hash_permit());
@@ -402,7 +476,18 @@ impl Ctx {
                 buf: rest,
                 body,
             };
-            conn.outgoing = self.answer(route, &req, close, head_only);
+            conn.outgoing = match conn.counter.take() {
+                Some(committed) if route.as_ref().is_ok_and(|r| *r == Route::CounterIncrement) => {
+                    self.shared.stats.count(Some(Kind::Counter));
+                    self.body.clear();
+                    let result = self.api.answer_increment(committed, &mut self.body);
+                    self.reply(result, close, head_only)
+                }
+                kept => {
+                    conn.counter = kept;
+                    self.answer(route, &req, close, head_only)
+                }
+            };
             if used_permit {
                 // Dropping the permit releases it (possibly to a waiting connection).
                 conn.permit = None;

@@ -73,6 +73,50 @@ fn concurrent_increments_get_distinct_values_and_none_is_lost() {
 }
 
 #[test]
+fn increments_pipelined_among_other_requests_answer_in_order_on_one_worker() {
+    // One worker: the connection waiting for its batch must not hold it, and the
+    // worker that leads must also serve the increments that arrive meanwhile.
+    let db = TestDb::new("counterpipe");
+    let server = Server::start(&db.url, &["1"]);
+    let inc = "POST /api/v1/counter HTTP/1.1\r\nContent-Length: 0\r\n\r\n";
+    let raw = format!(
+        "GET /health HTTP/1.1\r\n\r\n{inc}{inc}GET /api/v1/counter HTTP/1.1\r\n\r\n\
+         GET /health HTTP/1.1\r\n\r\nPOST /api/v1/counter HTTP/1.1\r\nContent-Length: 0\r\n\
+         Connection: close\r\n\r\nGET /health HTTP/1.1\r\n\r\n"
+    );
+    let (responses, closed) = exchange(server.addr, raw.as_bytes());
+    assert!(closed, "Connection: close was not honoured");
+    let statuses: Vec<u16> = responses.iter().map(|r| r.status).collect();
+    assert_eq!(
+        statuses, [200; 6],
+        "the request after Connection: close must not be answered"
+    );
+    let values: Vec<i64> = [1, 2, 3, 5].iter().map(|&i| value(&responses[i])).collect();
+    assert_eq!(
+        values,
+        [1, 2, 2, 3],
+        "increments, the read between them, in request order"
+    );
+    assert_eq!(responses[0].text(), responses[4].text());
+
+    // Many connections at once, still one worker.
+    let addr = server.addr;
+    let threads: Vec<_> = (0..8)
+        .map(|_| std::thread::spawn(move || increments(addr, 100)))
+        .collect();
+    let mut all: Vec<i64> = threads
+        .into_iter()
+        .flat_map(|t| t.join().unwrap())
+        .map(|(status, v)| {
+            assert_eq!(status, 200);
+            v.unwrap()
+        })
+        .collect();
+    all.sort_unstable();
+    assert_eq!(all, (4..=803).collect::<Vec<_>>());
+}
+
+#[test]
 fn the_counter_survives_a_server_restart() {
     let db = TestDb::new("counterrestart");
     let mut server = Server::start(&db.url, &["2"]);

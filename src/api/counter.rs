@@ -1,10 +1,10 @@
 //! POST /api/v1/counter and GET /api/v1/counter: a durable counter in PostgreSQL.
 //!
-//! Increments go through the group-commit [`Batcher`](crate::batch::Batcher): all
-//! increments waiting while a commit is in flight become one
-//! `UPDATE ... SET value = value + k RETURNING value`, and each request gets its own
-//! value from the k it reserved, so values are distinct and gap-free across answered
-//! requests. A failed commit answers 503 to every request of its batch. One case
+//! Increments go through the group-commit [`Batcher`](crate::batch::Batcher), which
+//! the connection driver owns (what waits there is the connection itself): all
+//! increments waiting while a commit is in flight become one [`commit`], and each
+//! request gets its own value from the k it reserved, so values are distinct and
+//! gap-free across answered requests. A failed commit answers 503 to every request of its batch. One case
 //! stays ambiguous, as for any client of a database: if the connection dies after
 //! the UPDATE was sent, the server cannot know whether it committed; those requests
 //! get 503 and their increments may or may not have happened.
@@ -13,21 +13,23 @@ use super::auth::note;
 use super::{Reply, State};
 use crate::error::{ApiError, Error};
 
-pub type CounterBatcher = crate::batch::Batcher<(), i64, ApiError>;
+/// Commits `k` increments as one `UPDATE ... SET value = value + k RETURNING value`
+/// and returns the k values they produced, lowest first.
+pub fn commit(st: &State, k: usize) -> Result<Vec<i64>, ApiError> {
+    let k = k as i64;
+    let mut pooled = st.db.get()?;
+    let db = &mut *pooled;
+    let row = db
+        .client
+        .query_one(&db.st.counter_add, &[&k])
+        .map_err(|e| note(st, e))?;
+    let last: i64 = row.get(0);
+    Ok((last - k + 1..=last).collect())
+}
 
-pub fn increment(st: &State, out: &mut Vec<u8>) -> Result<Reply, Error> {
-    let value = st.counter.submit((), |items| {
-        let k = items.len() as i64;
-        let mut pooled = st.db.get()?;
-        let db = &mut *pooled;
-        let row = db
-            .client
-            .query_one(&db.st.counter_add, &[&k])
-            .map_err(|e| note(st, e))?;
-        let last: i64 = row.get(0);
-        Ok((last - k + 1..=last).collect())
-    })?;
-    write_value(out, value);
+/// Answers an increment with what its batch's commit gave it.
+pub fn increment(result: Result<i64, ApiError>, out: &mut Vec<u8>) -> Result<Reply, Error> {
+    write_value(out, result?);
     Ok(Reply::json(200))
 }
 

@@ -31,7 +31,6 @@ pub struct State {
     pub config: Config,
     pub db: Db,
     pub store: crate::storage::Store,
-    pub counter: counter::CounterBatcher,
     pub events: crate::events::Events,
     pub tokens: TokenCache,
     pub passwords: Passwords,
@@ -254,7 +253,9 @@ impl Api {
             Route::SampleGet(id) => samples::get(st, req, id, out),
             Route::SampleList => samples::list(st, req, out),
             Route::FileGet(md5) => files::get(st, req, md5),
-            Route::CounterIncrement => counter::increment(st, out),
+            Route::CounterIncrement => {
+                Err(ApiError::Internal("increments are committed in batches, not dispatched".into()).into())
+            }
             Route::CounterGet => counter::get(st, out),
             Route::EventPost => events::post(st, req),
             Route::EventStats => events::stats(st, out),
@@ -262,6 +263,16 @@ impl Api {
                 Err(ApiError::Internal("uploads are streamed, not dispatched".into()).into())
             }
         }
+    }
+
+    /// Commits `k` counter increments at once; see `counter::commit`.
+    pub fn commit_increments(&self, k: usize) -> Result<Vec<i64>, ApiError> {
+        counter::commit(&self.state, k)
+    }
+
+    /// Answers an increment with the result of its batch.
+    pub fn answer_increment(&self, result: Result<i64, ApiError>, out: &mut Vec<u8>) -> Result<Reply, Error> {
+        counter::increment(result, out)
     }
 
     /// Whether an upload may start; see `files::admit`.
