@@ -50,6 +50,9 @@ pub struct Conn {
     pub outgoing: Option<crate::transfer::Outgoing>,
     /// A hashing permit handed to this connection while it waited in the gate.
     pub permit: Option<Permit>,
+    /// A readiness event said the peer closed its side: read to the EOF even after a
+    /// short read (edge-triggered polling will not report it again).
+    pub peer_closed: bool,
     /// The committed result of the counter increment at the head of its buffer.
     pub counter: Option<Result<i64, crate::error::ApiError>>,
     /// When the poller gives up on this connection if it is still parked.
@@ -68,6 +71,7 @@ impl Conn {
             incoming: None,
             outgoing: None,
             permit: None,
+            peer_closed: false,
             counter: None,
             deadline,
             registry,

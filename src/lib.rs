@@ -2,10 +2,10 @@
 //!
 //! ```text
 //! listener ─► poller thread ─► TaskQueue (fixed ring, Mutex + Condvar) ─► N workers
-//!              accept; oneshot readiness;          │ read to WouldBlock into a worker buffer
+//!              accept; edge readiness (mio);       │ read to WouldBlock into a worker buffer
 //!              timeouts; connection limit          │ parse every complete request (pipelining)
 //!                     ▲                            │ route → handler (Postgres via r2d2)
-//!                     └──── park + re-arm ◄────────┘ one write per batch
+//!                     └──── park (no syscall) ◄────┘ one write per batch
 //! ```
 //!
 //! `http/` turns bytes into request heads and responses and knows nothing of routes;

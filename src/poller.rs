@@ -1,10 +1,14 @@
 //! Accept and readiness: the [`Registry`] of parked connections and the poller thread.
 //!
-//! The poller is the only place that adds sockets to the OS poller. Every connection
-//! is registered with oneshot interest, so one readiness event hands it to the task
-//! queue exactly once; the worker that served it re-arms it through
-//! [`Registry::park`] (storing it in its slot and arming interest under the slot's
-//! lock, so an event can never find the slot empty). The poller also enforces the
+//! The poller is the only place that adds sockets to the OS poller (mio: epoll,
+//! edge-triggered). Every connection is registered once, for reading and writing:
+//! nothing is re-armed per request and a wait is one system call. An event for a parked connection takes it out of its slot and onto
+//! the task queue; an event for a connection that is away (with a worker, the
+//! hashing gate or the counter batcher) marks its slot, and [`Registry::park`]
+//! hands such a connection straight back to be driven again instead of storing it.
+//! The slot lock orders the two, so no readiness is ever lost. An edge that says the
+//! peer closed its side is kept on the connection (`Conn::peer_closed`), so a worker
+//! knows to read on to the EOF instead of trusting a short read. The poller also enforces the
 //! connection limit (503 + Retry-After), the header and idle timeouts (408 or close)
 //! and the shutdown sequence.
 
@@ -13,17 +17,20 @@ use crate::error::{ApiError, Error};
 use crate::http::date::DateCache;
 use crate::server::Shared;
 use crossbeam_queue::ArrayQueue;
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token, Waker};
 use parking_lot::Mutex;
-use polling::{Event, Events, Poller};
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
-use std::num::NonZeroUsize;
+use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Key of the listening socket; connection keys are slot indices below it.
 const LISTENER: usize = usize::MAX - 1;
+/// Key of the waker that interrupts a wait (shutdown).
+const WAKE: usize = usize::MAX - 2;
 /// How often the poller wakes to check timeouts and shutdown when nothing happens.
 const TICK: Duration = Duration::from_millis(100);
 /// Readiness events taken from the OS per wait.
@@ -36,28 +43,50 @@ pub fn would_block(e: &io::Error) -> bool {
 
 /// Parked connections, one slot per allowed connection, and the OS poller.
 pub struct Registry {
-    poller: Poller,
-    slots: Box<[Mutex<Option<Box<Conn>>>]>,
+    registry: mio::Registry,
+    waker: Waker,
+    slots: Box<[Mutex<Slot>]>,
     free: ArrayQueue<usize>,
     active: AtomicUsize,
 }
 
+/// Where a connection waits for readiness.
+#[derive(Default)]
+struct Slot {
+    conn: Option<Box<Conn>>,
+    /// An event arrived while the connection was away.
+    ready: bool,
+    /// One of those events said the peer closed its side.
+    closed: bool,
+}
+
 impl Registry {
-    pub fn new(max_connections: usize) -> io::Result<Registry> {
+    /// The registry and the OS poller it registers with (for the poller thread).
+    pub fn new(max_connections: usize) -> io::Result<(Registry, Poll)> {
         let free = ArrayQueue::new(max_connections);
         for key in 0..max_connections {
             let _ = free.push(key);
         }
-        Ok(Registry {
-            poller: Poller::new()?,
-            slots: (0..max_connections).map(|_| Mutex::new(None)).collect(),
+        let poll = Poll::new()?;
+        let registry = poll.registry().try_clone()?;
+        let waker = Waker::new(&registry, Token(WAKE))?;
+        let registry = Registry {
+            registry,
+            waker,
+            slots: (0..max_connections)
+                .map(|_| Mutex::new(Slot::default()))
+                .collect(),
             free,
             active: AtomicUsize::new(0),
-        })
+        };
+        Ok((registry, poll))
     }
 
-    pub fn poller(&self) -> &Poller {
-        &self.poller
+    /// Interrupts the poller's wait (to notice shutdown at once).
+    pub fn wake(&self) {
+        if let Err(e) = self.waker.wake() {
+            tracing::warn!("cannot wake the poller: {e}");
+        }
     }
 
     /// Open connections, wherever they are.
@@ -72,50 +101,59 @@ impl Registry {
             return Err(sock);
         };
         let mut slot = self.slots[key].lock();
-        debug_assert!(slot.is_none(), "a free slot is empty");
-        // SAFETY: the socket is owned by the `Conn` built below, whose `Drop` calls
-        // `Registry::release`, which deletes it from the poller before the socket is
-        // closed. If `add` fails, nothing was registered.
-        #[allow(unsafe_code)]
-        let added = unsafe { self.poller.add(&sock, Event::readable(key)) };
+        debug_assert!(slot.conn.is_none(), "a free slot is empty");
+        // A stale event of the previous connection in this slot means nothing here.
+        slot.ready = false;
+        slot.closed = false;
+        // `Conn::drop` deregisters the socket (`Registry::release`) before closing it.
+        let added = self.registry.register(
+            &mut SourceFd(&sock.as_raw_fd()),
+            Token(key),
+            Interest::READABLE | Interest::WRITABLE,
+        );
         if let Err(e) = added {
             tracing::warn!("cannot register connection: {e}");
             let _ = self.free.push(key);
             return Ok(());
         }
         self.active.fetch_add(1, Ordering::Relaxed);
-        *slot = Some(Box::new(Conn::new(key, sock, Arc::clone(self), deadline)));
+        slot.conn = Some(Box::new(Conn::new(key, sock, Arc::clone(self), deadline)));
         Ok(())
     }
 
-    /// Parks `conn` and arms it for one readable (or writable) event. The interest is
-    /// armed while the slot is locked, so the poller cannot see the event before the
-    /// connection is in its slot.
-    pub fn park(&self, conn: Box<Conn>, writable: bool) {
-        let key = conn.key;
-        let interest = if writable {
-            Event::writable(key)
-        } else {
-            Event::readable(key)
-        };
-        let mut slot = self.slots[key].lock();
-        match self.poller.modify(&conn.sock, interest) {
-            Ok(()) => *slot = Some(conn),
-            Err(e) => {
-                drop(slot);
-                tracing::debug!("cannot re-arm connection: {e}");
-                drop(conn);
+    /// Parks `conn` until its socket has news. Hands it back instead when an event
+    /// arrived while it was away: the caller must drive it again.
+    #[must_use = "a connection handed back has unread readiness and must be driven"]
+    pub fn park(&self, mut conn: Box<Conn>) -> Option<Box<Conn>> {
+        let mut slot = self.slots[conn.key].lock();
+        if std::mem::take(&mut slot.ready) {
+            conn.peer_closed |= std::mem::take(&mut slot.closed);
+            return Some(conn);
+        }
+        slot.conn = Some(conn);
+        None
+    }
+
+    /// The connection for an event on `key`, when it is parked; otherwise notes the
+    /// event for when it comes back. `closed`: the event says the peer closed.
+    fn take(&self, key: usize, closed: bool) -> Option<Box<Conn>> {
+        let mut slot = self.slots.get(key)?.lock();
+        match slot.conn.take() {
+            Some(mut conn) => {
+                conn.peer_closed |= closed;
+                Some(conn)
+            }
+            None => {
+                slot.ready = true;
+                slot.closed |= closed;
+                None
             }
         }
     }
 
-    fn take(&self, key: usize) -> Option<Box<Conn>> {
-        self.slots.get(key)?.lock().take()
-    }
-
     /// Called by `Conn::drop`: forget the socket and free its slot.
     pub(crate) fn release(&self, key: usize, sock: &TcpStream) {
-        let _ = self.poller.delete(sock);
+        let _ = self.registry.deregister(&mut SourceFd(&sock.as_raw_fd()));
         self.active.fetch_sub(1, Ordering::Relaxed);
         let _ = self.free.push(key);
     }
@@ -126,8 +164,8 @@ impl Registry {
             let Some(mut guard) = slot.try_lock() else {
                 continue;
             };
-            if guard.as_deref().is_some_and(&mut pick) {
-                if let Some(conn) = guard.take() {
+            if guard.conn.as_deref().is_some_and(&mut pick) {
+                if let Some(conn) = guard.conn.take() {
                     drop(guard);
                     each(conn);
                 }
@@ -164,43 +202,45 @@ fn deprioritise() {
 }
 
 /// The poller thread: runs until shutdown has drained every connection.
-pub fn run(shared: Arc<Shared>, listener: TcpListener) {
+pub fn run(shared: Arc<Shared>, listener: TcpListener, mut poll: Poll) {
     deprioritise();
     let reg = Arc::clone(&shared.registry);
     let cfg = &shared.config;
     let mut listener = Some(listener);
     if let Some(l) = &listener {
-        // SAFETY: the listener is deleted from the poller before it is dropped, at
-        // shutdown below; on a registration failure it is never polled.
-        #[allow(unsafe_code)]
-        let added = unsafe { reg.poller().add(l, Event::readable(LISTENER)) };
+        // Deregistered at shutdown below, before it is dropped.
+        let added = reg
+            .registry
+            .register(&mut SourceFd(&l.as_raw_fd()), Token(LISTENER), Interest::READABLE);
         if let Err(e) = added {
             tracing::error!("cannot poll the listener: {e}");
             shared.request_shutdown();
         }
     }
-    let mut events = Events::with_capacity(NonZeroUsize::new(EVENTS_PER_WAIT).expect("non-zero"));
+    // Edge-triggered: a backlog left by a failed accept gets no new event, so the
+    // tick retries it.
+    let mut backlog_left = false;
+    let mut events = Events::with_capacity(EVENTS_PER_WAIT);
     let mut date = DateCache::default();
     let mut scratch = Vec::with_capacity(512);
     let mut draining_since: Option<Instant> = None;
     let mut next_scan = Instant::now() + TICK;
 
     loop {
-        events.clear();
-        if let Err(e) = reg.poller().wait(&mut events, Some(TICK)) {
+        if let Err(e) = poll.poll(&mut events, Some(TICK)) {
             if e.kind() != io::ErrorKind::Interrupted {
                 tracing::error!("poller wait failed: {e}");
             }
         }
         for ev in events.iter() {
-            if ev.key == LISTENER {
+            let Token(key) = ev.token();
+            if key == LISTENER {
                 if let Some(l) = &listener {
-                    accept_all(&shared, l, &mut date, &mut scratch);
-                    if let Err(e) = reg.poller().modify(l, Event::readable(LISTENER)) {
-                        tracing::error!("cannot re-arm the listener: {e}");
-                    }
+                    backlog_left = !accept_all(&shared, l, &mut date, &mut scratch);
                 }
-            } else if let Some(conn) = reg.take(ev.key) {
+            } else if key == WAKE {
+                // Only interrupts the wait; shutdown is checked below.
+            } else if let Some(conn) = reg.take(key, ev.is_read_closed() || ev.is_error()) {
                 if let Err(conn) = shared.queue.push(conn) {
                     // Unreachable while the ring holds max_connections; never block here.
                     tracing::error!("task queue full; closing connection {}", conn.key);
@@ -212,13 +252,16 @@ pub fn run(shared: Arc<Shared>, listener: TcpListener) {
             tracing::info!("shutting down: no new connections, finishing in-flight requests");
             draining_since = Some(Instant::now());
             if let Some(l) = listener.take() {
-                let _ = reg.poller().delete(&l);
+                let _ = reg.registry.deregister(&mut SourceFd(&l.as_raw_fd()));
             }
         }
 
         let now = Instant::now();
         if now >= next_scan || draining_since.is_some() {
             next_scan = now + TICK;
+            if let Some(l) = listener.as_ref().filter(|_| backlog_left) {
+                backlog_left = !accept_all(&shared, l, &mut date, &mut scratch);
+            }
             let draining = draining_since.is_some();
             reg.take_where(
                 |c| {
@@ -241,9 +284,15 @@ pub fn run(shared: Arc<Shared>, listener: TcpListener) {
     shared.stop_workers();
 }
 
-/// Accepts until the backlog is empty. Over the connection limit a client gets 503
-/// with Retry-After and is closed, instead of waiting in the backlog.
-fn accept_all(shared: &Arc<Shared>, listener: &TcpListener, date: &mut DateCache, scratch: &mut Vec<u8>) {
+/// Accepts until the backlog is empty (returns true) or accepting fails (false).
+/// Over the connection limit a client gets 503 with Retry-After and is closed,
+/// instead of waiting in the backlog.
+fn accept_all(
+    shared: &Arc<Shared>,
+    listener: &TcpListener,
+    date: &mut DateCache,
+    scratch: &mut Vec<u8>,
+) -> bool {
     let cfg = &shared.config;
     loop {
         match listener.accept() {
@@ -260,13 +309,13 @@ fn accept_all(shared: &Arc<Shared>, listener: &TcpListener, date: &mut DateCache
                     shared.stats.accepted.fetch_add(1, Ordering::Relaxed);
                 }
             }
-            Err(e) if would_block(&e) => return,
+            Err(e) if would_block(&e) => return true,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => {
                 // Out of descriptors or similar: leave the rest in the backlog and let
                 // the next tick try again rather than spin.
                 tracing::warn!("accept failed: {e}");
-                return;
+                return false;
             }
         }
     }

@@ -41,7 +41,7 @@ impl Shared {
     /// Asks the server to stop: no new connections, finish what is in flight.
     pub fn request_shutdown(&self) {
         self.shutdown.store(true, Ordering::SeqCst);
-        let _ = self.registry.poller().notify();
+        self.registry.wake();
     }
 
     pub fn is_shutting_down(&self) -> bool {
@@ -115,7 +115,8 @@ impl Server {
         let listener = poller::bind(config.addr, config.backlog)
             .map_err(|e| format!("cannot listen on {}: {e}", config.addr))?;
         let addr = listener.local_addr().map_err(|e| e.to_string())?;
-        let registry = Arc::new(Registry::new(config.max_connections).map_err(|e| format!("poller: {e}"))?);
+        let (registry, poll) = Registry::new(config.max_connections).map_err(|e| format!("poller: {e}"))?;
+        let registry = Arc::new(registry);
         let shared = Arc::new(Shared {
             queue: TaskQueue::with_capacity(config.max_connections),
             gate: Gate::new(config.hash_concurrency),
@@ -142,7 +143,7 @@ impl Server {
         let s = Arc::clone(&shared);
         threads.push(spawn(
             "poller".into(),
-            Box::new(move || poller::run(s, listener)),
+            Box::new(move || poller::run(s, listener, poll)),
         )?);
         if shared.config.stats {
             let s = Arc::clone(&shared);

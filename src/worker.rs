@@ -228,10 +228,12 @@ impl Worker {
                     }
                     Ok(n) => {
                         len += n;
-                        if len < self.buf.len() {
+                        if len < self.buf.len() && !conn.peer_closed {
                             // A short read drained the socket: skip the read that
-                            // would only say WouldBlock. Re-arming checks readiness
-                            // again, so bytes arriving now are not missed.
+                            // would only say WouldBlock. Bytes arriving from now on
+                            // raise a new edge; only an EOF that arrived with the
+                            // bytes just read would go unnoticed, and `peer_closed`
+                            // says when one did.
                             blocked = true;
                             break;
                         }
@@ -331,8 +333,11 @@ impl Worker {
         }
         let cfg = &self.shared.config;
         conn.deadline = conn.park_deadline(Instant::now(), cfg.header_timeout, cfg.keepalive_timeout);
-        let writable = conn.wants_write();
-        self.shared.registry.park(conn, writable);
+        if let Some(conn) = self.shared.registry.park(conn) {
+            // Readiness arrived while we held it: back of the queue, like any event
+            // (a closed queue means shutdown, and dropping closes).
+            let _ = self.shared.queue.push(conn);
+        }
     }
 
     /// Shuts down our side, then discards input until EOF; parks while the client

@@ -237,6 +237,35 @@ fn a_request_split_at_any_byte_works() {
 }
 
 #[test]
+fn a_request_that_arrives_with_its_eof_is_answered_then_closed() {
+    // The bytes and the FIN often arrive in one readiness edge; a worker that took a
+    // short read as "nothing more" would never see the EOF and never close.
+    let db = TestDb::new("eofwithdata");
+    let server = Server::start(&db.url, &["1"]);
+    let event = r#"{"userId":"u","value":1}"#;
+    let post = format!(
+        "POST /event HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{event}",
+        event.len()
+    );
+    for i in 0..300 {
+        let raw = if i % 2 == 0 {
+            HEALTH.to_string()
+        } else {
+            post.clone()
+        };
+        let started = Instant::now();
+        let (responses, closed) = exchange(server.addr, raw.as_bytes());
+        assert_eq!(responses.len(), 1, "round {i}");
+        assert_eq!(responses[0].status, 200, "round {i}");
+        assert!(closed, "round {i}: not closed after the client's EOF");
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "round {i}: close came late"
+        );
+    }
+}
+
+#[test]
 fn expect_100_continue_is_answered_before_the_body() {
     let db = TestDb::new("expect");
     let server = Server::start(&db.url, &["2"]);
