@@ -58,5 +58,8 @@ CREATE TABLE IF NOT EXISTS counter (
     value bigint NOT NULL
 );
 INSERT INTO counter (id, value) VALUES (1, 0) ON CONFLICT (id) DO NOTHING;
+-- How many commits (batches) carried those increments: value / commits is the
+-- group-commit batch size.
+ALTER TABLE counter ADD COLUMN IF NOT EXISTS commits bigint NOT NULL DEFAULT 0;
 
 COMMIT;

@@ -2,96 +2,131 @@
 //! into the next batch together, so N concurrent requests cost one round trip
 //! instead of N.
 //!
-//! Nothing here blocks a submitter that does not lead. There is no committer
-//! thread: a submitter that finds no commit in flight becomes the leader, takes
-//! everything pending, runs the commit function outside the lock and gets every item
-//! of its batch back with that item's result; an item submitted while a commit is in
-//! flight stays in the batcher (`submit` returns `None`) until a later leader takes
-//! it. The items are whole connections, so waiting costs no thread: the leader's
-//! worker answers the batch itself, with no wake-up per request.
+//! Nothing here blocks. The items are whole connections, so a waiting increment
+//! holds no thread; there is no committer thread either. A batch is committed by a
+//! worker, called the leader, which gets every item of it back with that item's
+//! result and answers them itself, with no wake-up per request:
+//! - `submit` leads at once when no commit is in flight, the batch is full (as
+//!   large as the last batch, so a lone client never waits) and the caller is not
+//!   `busy` (has no other connection queued, which may hold more increments: with
+//!   one worker, that is where the increments that arrived during a commit are);
+//! - otherwise the item waits, and [`Batcher::lead`] commits the batch once it is
+//!   due: full and the caller not busy, or `gather` after its oldest item arrived
+//!   (PostgreSQL's commit_delay with commit_siblings, made adaptive). Until then
+//!   `lead` says how long to wait, and the worker serves other connections
+//!   meanwhile.
 //!
-//! Progress: a leader must call [`Batcher::lead`] once it has dealt with its batch,
-//! which commits whatever arrived meanwhile unless another submitter has already
-//! taken the lead. Every pending item therefore has a leader on its way.
+//! Progress: a worker calls `lead` after serving each connection while items wait
+//! (`has_pending`), and waits for new work no longer than `lead` says. A worker
+//! that finds a commit in flight may leave the waiting items alone: the committing
+//! worker calls `lead` when it has answered its batch.
 //!
-//! A leader whose batch is smaller than the previous one waits up to `gather` for
-//! it to refill (PostgreSQL's commit_delay with commit_siblings, made adaptive): with
-//! a steady set of clients each waiting on its own request, the first arrival after
-//! a commit would otherwise commit alone while the rest pile up behind it. A lone
-//! client never waits, since its previous batch had one item. The commit function
-//! sees the batch in arrival order and must return one output per item, or one error
-//! for all of them (nothing of a failed batch may take effect).
+//! The commit function sees the batch in arrival order and must return one output
+//! per item, or one error for all of them (nothing of a failed batch may take
+//! effect).
 
-use parking_lot::{Condvar, Mutex, MutexGuard};
+use parking_lot::{Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 /// Every item of a committed batch, in arrival order, with its own result.
 pub type Committed<I, O, E> = Vec<(I, Result<O, E>)>;
 
+/// What [`Batcher::lead`] did.
+#[derive(Debug, PartialEq)]
+pub enum Lead<I, O, E> {
+    /// It committed a batch: the caller must answer every item.
+    Done(Committed<I, O, E>),
+    /// Items wait, but their batch is not due before this instant.
+    WaitUntil(Instant),
+    /// Nothing waits, or a commit is in flight (its leader will look again).
+    Idle,
+}
+
 pub struct Batcher<I> {
     state: Mutex<State<I>>,
-    /// Signalled when the batch of a gathering leader reaches its target size.
-    arrived: Condvar,
-    /// Longest a leader waits for its batch to refill.
+    /// Whether items wait: lets workers skip the lock on every request.
+    has_pending: AtomicBool,
+    /// Longest the oldest item waits for its batch to fill.
     gather: Duration,
 }
 
 struct State<I> {
     /// Items waiting for the next batch, in arrival order.
     pending: Vec<I>,
+    /// When the oldest pending item arrived.
+    since: Option<Instant>,
     committing: bool,
     /// Size of the last committed batch.
     last_batch: usize,
-    /// While a leader gathers: the batch size at which it wants waking.
-    gather_target: Option<usize>,
+}
+
+impl<I> State<I> {
+    fn full(&self) -> bool {
+        self.pending.len() >= self.last_batch.max(1)
+    }
 }
 
 impl<I> Batcher<I> {
-    /// A batcher whose leaders wait at most `gather` for a batch to refill.
+    /// A batcher whose batches wait at most `gather` to fill.
     pub fn new(gather: Duration) -> Self {
         Batcher {
             state: Mutex::new(State {
                 pending: Vec::new(),
+                since: None,
                 committing: false,
                 last_batch: 0,
-                gather_target: None,
             }),
-            arrived: Condvar::new(),
+            has_pending: AtomicBool::new(false),
             gather,
         }
     }
 
-    /// Adds `item` to the next batch. When no commit is in flight the caller leads:
-    /// it commits the batch with `commit` and gets every item of it back with its
-    /// result (then it must call [`lead`](Self::lead)). Otherwise returns `None`:
-    /// the item now belongs to the batcher until a leader hands it back.
+    /// Adds `item` to the next batch, and commits that batch with `commit` when no
+    /// commit is in flight, it is full and the caller is not `busy`: then every
+    /// item of it comes back with its result. Otherwise returns `None`: the item
+    /// belongs to the batcher until a `lead` hands it back.
     pub fn submit<O, E: Clone>(
         &self,
         item: I,
+        busy: bool,
         commit: impl FnOnce(&[I]) -> Result<Vec<O>, E>,
     ) -> Option<Committed<I, O, E>> {
         let mut st = self.state.lock();
         st.pending.push(item);
-        if st.gather_target.is_some_and(|target| st.pending.len() >= target) {
-            self.arrived.notify_one();
+        if st.since.is_none() {
+            st.since = Some(Instant::now());
+            self.has_pending.store(true, Ordering::Release);
         }
-        if st.committing {
+        if st.committing || busy || !st.full() {
             return None;
         }
         Some(self.commit_pending(st, commit))
     }
 
-    /// Commits what is pending, unless nothing is or a commit is already in flight
-    /// (its leader will call `lead` in turn).
+    /// Commits the waiting items if their batch is due (see [`Lead`]); `busy`: the
+    /// caller has other work queued.
     pub fn lead<O, E: Clone>(
         &self,
+        now: Instant,
+        busy: bool,
         commit: impl FnOnce(&[I]) -> Result<Vec<O>, E>,
-    ) -> Option<Committed<I, O, E>> {
+    ) -> Lead<I, O, E> {
         let st = self.state.lock();
-        if st.committing || st.pending.is_empty() {
-            return None;
+        let Some(since) = st.since.filter(|_| !st.committing) else {
+            return Lead::Idle;
+        };
+        let due = since + self.gather;
+        if (st.full() && !busy) || now >= due {
+            Lead::Done(self.commit_pending(st, commit))
+        } else {
+            Lead::WaitUntil(due)
         }
-        Some(self.commit_pending(st, commit))
+    }
+
+    /// Whether items wait for a batch (a hint: `lead` decides under the lock).
+    pub fn has_pending(&self) -> bool {
+        self.has_pending.load(Ordering::Acquire)
     }
 
     /// Number of items waiting for a batch.
@@ -105,12 +140,8 @@ impl<I> Batcher<I> {
         commit: impl FnOnce(&[I]) -> Result<Vec<O>, E>,
     ) -> Committed<I, O, E> {
         st.committing = true;
-        if st.pending.len() < st.last_batch {
-            let until = Instant::now() + self.gather;
-            st.gather_target = Some(st.last_batch);
-            while st.pending.len() < st.last_batch && !self.arrived.wait_until(&mut st, until).timed_out() {}
-            st.gather_target = None;
-        }
+        st.since = None;
+        self.has_pending.store(false, Ordering::Release);
         let batch = std::mem::take(&mut st.pending);
         st.last_batch = batch.len();
         drop(st);
@@ -138,23 +169,29 @@ impl<I> Drop for InFlight<'_, I> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::atomic::AtomicU64;
     use std::sync::Arc;
 
-    /// Submits like a worker does: leads when it can, hands back what it led, and
-    /// leads again until nothing it is responsible for remains.
+    type Results = Vec<(u64, Result<u64, String>)>;
+
+    /// Submits like a worker does: commits when it leads, then keeps leading while
+    /// its items are not due yet (sleeping instead of serving other connections).
     fn submit_and_lead(
         b: &Batcher<u64>,
         item: u64,
         commit: &impl Fn(&[u64]) -> Result<Vec<u64>, String>,
-    ) -> Vec<(u64, Result<u64, String>)> {
+    ) -> Results {
         let mut done = Vec::new();
-        let mut led = b.submit(item, commit);
-        while let Some(batch) = led {
+        if let Some(batch) = b.submit(item, false, commit) {
             done.extend(batch);
-            led = b.lead(commit);
         }
-        done
+        loop {
+            match b.lead(Instant::now(), false, commit) {
+                Lead::Done(batch) => done.extend(batch),
+                Lead::WaitUntil(t) => std::thread::sleep(t.saturating_duration_since(Instant::now())),
+                Lead::Idle => return done,
+            }
+        }
     }
 
     #[test]
@@ -176,15 +213,16 @@ mod tests {
                     };
                     (0..200)
                         .flat_map(|i| submit_and_lead(&b, t * 1000 + i, &commit))
-                        .collect::<Vec<_>>()
+                        .collect::<Results>()
                 })
             })
             .collect();
-        let done: Vec<(u64, Result<u64, String>)> = threads
+        let done: Results = threads
             .into_iter()
             .flat_map(|t| t.join().expect("thread"))
             .collect();
         assert_eq!(b.pending(), 0, "an item was left without a leader");
+        assert!(!b.has_pending());
         let mut items: Vec<u64> = done.iter().map(|(i, _)| *i).collect();
         items.sort_unstable();
         let expected: Vec<u64> = (0..32)
@@ -197,43 +235,77 @@ mod tests {
         assert!(commits.load(Ordering::Relaxed) < 6400, "no batching happened");
     }
 
-    #[test]
-    fn a_failed_commit_fails_every_item_of_the_batch_and_the_next_one_runs() {
-        let b = Batcher::<u32>::new(Duration::ZERO);
-        let failed = b.submit(1, |_| Err::<Vec<u32>, _>("db down")).expect("led");
-        assert_eq!(failed, vec![(1, Err("db down"))]);
-        assert_eq!(
-            b.submit(2, |items| Ok::<_, &str>(items.to_vec())),
-            Some(vec![(2, Ok(2))])
-        );
+    fn tenfold(items: &[u32]) -> Result<Vec<u32>, &'static str> {
+        Ok(items.iter().map(|i| i * 10).collect())
     }
 
     #[test]
-    fn items_arriving_during_a_commit_wait_for_the_next_lead() {
-        let b = Batcher::<u32>::new(Duration::ZERO);
-        let led = b.submit(1, |items| {
-            // Arrivals while this commit is in flight do not lead.
-            assert!(b.submit(2, |_| Ok::<Vec<u32>, ()>(vec![])).is_none());
-            assert!(b.submit(3, |_| Ok::<Vec<u32>, ()>(vec![])).is_none());
-            Ok::<_, ()>(items.iter().map(|i| i * 10).collect())
+    fn a_lone_item_commits_at_once_and_a_failed_commit_fails_its_whole_batch() {
+        let b = Batcher::<u32>::new(Duration::from_secs(3600));
+        let failed = b
+            .submit(1, false, |_| Err::<Vec<u32>, _>("db down"))
+            .expect("led at once");
+        assert_eq!(failed, vec![(1, Err("db down"))]);
+        assert_eq!(b.submit(2, false, tenfold), Some(vec![(2, Ok(20))]));
+    }
+
+    #[test]
+    fn a_batch_waits_to_fill_up_to_the_last_size_or_until_gather_passes() {
+        let gather = Duration::from_millis(30);
+        let b = Batcher::<u32>::new(gather);
+        // While a commit is in flight, three items wait; their batch of three makes
+        // three the size to wait for.
+        let led = b.submit(1, false, |items| {
+            for i in 2..=4 {
+                assert!(b.submit(i, false, tenfold).is_none(), "a commit is in flight");
+            }
+            tenfold(items)
         });
         assert_eq!(led, Some(vec![(1, Ok(10))]));
-        assert_eq!(b.pending(), 2);
-        let next = b.lead(|items| Ok::<_, ()>(items.iter().map(|i| i * 10).collect()));
-        assert_eq!(next, Some(vec![(2, Ok(20)), (3, Ok(30))]));
-        assert_eq!(b.lead(|_| Ok::<Vec<u32>, ()>(vec![])), None);
+        let three = vec![(2, Ok(20)), (3, Ok(30)), (4, Ok(40))];
+        assert_eq!(b.lead(Instant::now(), false, tenfold), Lead::Done(three));
+        // Two items are not a full batch: they wait until gather has passed.
+        assert!(b.submit(5, false, tenfold).is_none());
+        assert!(b.submit(6, false, tenfold).is_none());
+        assert!(b.has_pending());
+        let Lead::WaitUntil(due) = b.lead(Instant::now(), false, tenfold) else {
+            panic!("a batch of two of three is not due yet");
+        };
+        assert!(due > Instant::now() && due <= Instant::now() + gather);
+        assert_eq!(
+            b.lead(due, false, tenfold),
+            Lead::Done(vec![(5, Ok(50)), (6, Ok(60))])
+        );
+        assert_eq!(b.lead(Instant::now(), false, tenfold), Lead::Idle);
+        // Two is the size now: the second item fills the batch and leads.
+        assert!(b.submit(7, false, tenfold).is_none());
+        assert_eq!(b.submit(8, false, tenfold), Some(vec![(7, Ok(70)), (8, Ok(80))]));
+        assert!(!b.has_pending());
+        // A busy caller (more work queued) lets even a full batch wait, but not past
+        // gather; an idle one commits it.
+        assert!(b.submit(9, false, tenfold).is_none());
+        assert!(
+            b.submit(10, true, tenfold).is_none(),
+            "full, but the caller is busy"
+        );
+        let Lead::WaitUntil(due) = b.lead(Instant::now(), true, tenfold) else {
+            panic!("a busy caller waits for gather");
+        };
+        let both = vec![(9, Ok(90)), (10, Ok(100))];
+        assert_eq!(b.lead(due, true, tenfold), Lead::Done(both.clone()));
+        assert!(b.submit(11, false, tenfold).is_none());
+        assert!(b.submit(12, true, tenfold).is_none());
+        let both = vec![(11, Ok(110)), (12, Ok(120))];
+        assert_eq!(b.lead(Instant::now(), false, tenfold), Lead::Done(both));
     }
 
     #[test]
     fn a_panicking_commit_does_not_wedge_the_batcher() {
         let b = Batcher::<u32>::new(Duration::ZERO);
         let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            b.submit(1, |_| -> Result<Vec<u32>, ()> { panic!("bug") })
+            b.submit(1, false, |_| -> Result<Vec<u32>, &'static str> { panic!("bug") })
         }));
         assert!(r.is_err());
-        assert_eq!(
-            b.submit(2, |items| Ok::<_, ()>(items.to_vec())),
-            Some(vec![(2, Ok(2))])
-        );
+        assert_eq!(b.submit(2, false, tenfold), Some(vec![(2, Ok(20))]));
     }
 }

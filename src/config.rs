@@ -108,7 +108,7 @@ pub struct Args {
     #[arg(long, overrides_with = "stats")]
     pub no_stats: bool,
 
-    /// Longest a counter commit waits for its batch to refill to the previous batch's size.
+    /// Longest a counter increment waits for its batch to fill up to the last batch's size.
     #[arg(long, env = "COUNTER_GATHER", default_value = "300us", value_parser = parse_duration)]
     pub counter_gather: Duration,
 

@@ -7,8 +7,21 @@
 //! decides what to do (the server sizes the ring to the connection limit, and a
 //! connection is queued at most once, so a full ring means a broken invariant).
 //! `close` wakes every consumer; consumers drain what is left before they see `None`.
+//! A consumer may also look without waiting (`try_pop`) or wait only until a deadline
+//! (`pop_until`): a worker does both when increments wait for it in the batcher.
 
 use parking_lot::{Condvar, Mutex};
+use std::time::Instant;
+
+/// What waiting for an item came to.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Popped<T> {
+    Item(T),
+    /// The deadline passed with the queue empty.
+    TimedOut,
+    /// The queue is closed and drained.
+    Closed,
+}
 
 /// A bounded multi-producer, multi-consumer FIFO.
 pub struct TaskQueue<T> {
@@ -71,22 +84,53 @@ impl<T> TaskQueue<T> {
     /// Removes the oldest item, waiting while the queue is empty. Returns `None` only
     /// once the queue is closed and drained.
     pub fn pop(&self) -> Option<T> {
+        match self.pop_until(None) {
+            Popped::Item(item) => Some(item),
+            Popped::TimedOut | Popped::Closed => None,
+        }
+    }
+
+    /// Removes the oldest item if there is one, without waiting.
+    pub fn try_pop(&self) -> Option<T> {
+        Self::take_oldest(&mut self.ring.lock())
+    }
+
+    /// Removes the oldest item, waiting while the queue is empty, but not past
+    /// `deadline` (`None`: as long as it takes).
+    pub fn pop_until(&self, deadline: Option<Instant>) -> Popped<T> {
         let mut ring = self.ring.lock();
         loop {
-            if ring.len > 0 {
-                let cap = ring.slots.len();
-                let head = ring.head;
-                let item = ring.slots[head].take();
-                debug_assert!(item.is_some(), "a counted slot holds an item");
-                ring.head = (head + 1) % cap;
-                ring.len -= 1;
-                return item;
+            if let Some(item) = Self::take_oldest(&mut ring) {
+                return Popped::Item(item);
             }
             if ring.closed {
-                return None;
+                return Popped::Closed;
             }
-            self.ready.wait(&mut ring);
+            match deadline {
+                None => self.ready.wait(&mut ring),
+                Some(d) => {
+                    if self.ready.wait_until(&mut ring, d).timed_out() {
+                        return match Self::take_oldest(&mut ring) {
+                            Some(item) => Popped::Item(item),
+                            None => Popped::TimedOut,
+                        };
+                    }
+                }
+            }
         }
+    }
+
+    fn take_oldest(ring: &mut Ring<T>) -> Option<T> {
+        if ring.len == 0 {
+            return None;
+        }
+        let cap = ring.slots.len();
+        let head = ring.head;
+        let item = ring.slots[head].take();
+        debug_assert!(item.is_some(), "a counted slot holds an item");
+        ring.head = (head + 1) % cap;
+        ring.len -= 1;
+        item
     }
 
     /// Refuses further pushes and wakes every waiting consumer.
@@ -193,5 +237,25 @@ mod tests {
         all.sort_unstable();
         let expected: Vec<u64> = (0..producers * per).collect();
         assert_eq!(all, expected);
+    }
+
+    #[test]
+    fn try_pop_and_pop_until_never_wait_past_their_deadline() {
+        let q = TaskQueue::with_capacity(2);
+        assert_eq!(q.try_pop(), None);
+        let started = Instant::now();
+        let deadline = started + std::time::Duration::from_millis(20);
+        assert_eq!(q.pop_until(Some(deadline)), Popped::TimedOut);
+        assert!(Instant::now() >= deadline);
+        assert!(q.push(7).is_ok());
+        assert_eq!(
+            q.pop_until(Some(deadline)),
+            Popped::Item(7),
+            "an item beats an expired deadline"
+        );
+        assert!(q.push(8).is_ok());
+        assert_eq!(q.try_pop(), Some(8));
+        q.close();
+        assert_eq!(q.pop_until(None), Popped::Closed);
     }
 }

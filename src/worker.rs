@@ -8,11 +8,12 @@
 //! connection. A worker never waits for a client: it only blocks on the database.
 //! Requests that hash a password first take a permit from the hashing gate; without
 //! one the whole connection waits in the gate's queue, not the worker. A counter
-//! increment waits the same way, in the group-commit batcher: the worker that leads
-//! a batch answers every connection of it (they are on its `ready` list).
+//! increment waits the same way, in the group-commit batcher: the worker that
+//! commits a batch answers every connection of it (they are on its `ready` list),
+//! and a worker with nothing else to do commits a waiting batch once it is due.
 
 use crate::api::{Api, Kind, Reply, Request, Route};
-use crate::batch::Committed;
+use crate::batch::{Committed, Lead};
 use crate::conn::Conn;
 use crate::error::{ApiError, Error};
 use crate::http::chunked::ChunkedDecoder;
@@ -21,6 +22,7 @@ use crate::http::parse::parse_head;
 use crate::http::response::{encode, encode_head, ResponseHead, CONTINUE};
 use crate::http::{Framing, Head, HttpError, Limits, Method};
 use crate::poller::would_block;
+use crate::queue::Popped;
 use crate::server::{Permit, Shared};
 use crate::transfer::{FeedError, Incoming, Outgoing};
 use std::collections::VecDeque;
@@ -62,11 +64,9 @@ pub struct Worker {
     /// The read buffer: allocated once, never resized; a whole JSON request fits.
     buf: Box<[u8]>,
     ctx: Ctx,
-    /// Connections of a counter batch this worker led, to answer before anything else.
+    /// Connections of a counter batch this worker committed, to answer before
+    /// anything else.
     ready: VecDeque<Box<Conn>>,
-    /// This worker led a batch and must lead again once its connections are served,
-    /// so increments that arrived meanwhile are not left without a leader.
-    leading: bool,
 }
 
 /// Everything request processing needs besides the read buffer.
@@ -104,55 +104,97 @@ impl Worker {
             buf,
             ctx,
             ready: VecDeque::with_capacity(64),
-            leading: false,
         }
     }
 
     /// Serves connections until the queue is closed and empty.
     pub fn run(mut self) {
-        while let Some(conn) = self.shared.queue.pop() {
-            let started = Instant::now();
-            self.shared.stats.busy.fetch_add(1, Relaxed);
-            self.serve(conn);
-            self.shared.stats.busy.fetch_sub(1, Relaxed);
-            self.shared.stats.tasks.fetch_add(1, Relaxed);
-            self.shared
-                .stats
-                .task_nanos
-                .fetch_add(started.elapsed().as_nanos() as u64, Relaxed);
+        while let Some(conn) = self.next_task() {
+            self.serve(Some(conn));
         }
     }
 
-    /// Drives `conn`, and then every connection of the counter batches this leads to.
-    fn serve(&mut self, conn: Box<Conn>) {
-        let mut next = Some(conn);
+    /// The next connection to drive; `None` once the queue is closed and drained.
+    /// With the queue empty, increments waiting in the batcher come first: this
+    /// worker commits them when their batch is due, and waits for new work only
+    /// until then.
+    fn next_task(&mut self) -> Option<Box<Conn>> {
         loop {
-            while let Some(conn) = next.take().or_else(|| self.ready.pop_front()) {
-                next = self.drive(conn);
+            if let Some(conn) = self.shared.queue.try_pop() {
+                return Some(conn);
             }
-            if !std::mem::take(&mut self.leading) {
-                return;
+            let deadline = self.lead_increments();
+            match self.shared.queue.pop_until(deadline) {
+                Popped::Item(conn) => return Some(conn),
+                Popped::TimedOut => {}
+                Popped::Closed => return None,
             }
+        }
+    }
+
+    /// Commits and answers waiting increments while their batch is due. Returns when
+    /// the next batch will be due, if increments wait for one.
+    fn lead_increments(&mut self) -> Option<Instant> {
+        while self.shared.counter.has_pending() {
             let api = &self.ctx.api;
             match self
                 .shared
                 .counter
-                .lead(|conns| api.commit_increments(conns.len()))
+                .lead(Instant::now(), false, |conns| api.commit_increments(conns.len()))
             {
-                Some(batch) => self.resume(batch),
-                None => return,
+                Lead::Done(batch) => {
+                    self.resume(batch);
+                    self.serve(None);
+                }
+                Lead::WaitUntil(due) => return Some(due),
+                Lead::Idle => return None,
             }
         }
+        None
+    }
+
+    /// Drives `conn` and the connections of every counter batch this worker commits
+    /// meanwhile (a batch that comes due after a request is committed at once).
+    fn serve(&mut self, conn: Option<Box<Conn>>) {
+        let started = Instant::now();
+        let stats = Arc::clone(&self.shared.stats);
+        stats.busy.fetch_add(1, Relaxed);
+        let mut next = conn;
+        loop {
+            while let Some(conn) = next.take().or_else(|| self.ready.pop_front()) {
+                next = self.drive(conn);
+            }
+            if !self.shared.counter.has_pending() {
+                break;
+            }
+            let api = &self.ctx.api;
+            let busy = !self.shared.queue.is_empty();
+            match self
+                .shared
+                .counter
+                .lead(Instant::now(), busy, |conns| api.commit_increments(conns.len()))
+            {
+                Lead::Done(batch) => self.resume(batch),
+                Lead::WaitUntil(_) | Lead::Idle => break,
+            }
+        }
+        stats.busy.fetch_sub(1, Relaxed);
+        stats.tasks.fetch_add(1, Relaxed);
+        stats
+            .task_nanos
+            .fetch_add(started.elapsed().as_nanos() as u64, Relaxed);
     }
 
     /// Hands a connection whose next request is a counter increment to the batcher;
     /// if this worker leads the batch, its connections become ready.
     fn submit_increment(&mut self, conn: Box<Conn>) {
         let api = &self.ctx.api;
+        // Queued connections may hold more increments for this batch.
+        let busy = !self.shared.queue.is_empty();
         if let Some(batch) = self
             .shared
             .counter
-            .submit(conn, |conns| api.commit_increments(conns.len()))
+            .submit(conn, busy, |conns| api.commit_increments(conns.len()))
         {
             self.resume(batch);
         }
@@ -163,7 +205,6 @@ impl Worker {
             conn.counter = Some(result);
             self.ready.push_back(conn);
         }
-        self.leading = true;
     }
 
     /// Drives `conn` until it would block. Returns it when it should be driven again

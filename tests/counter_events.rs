@@ -114,6 +114,18 @@ fn increments_pipelined_among_other_requests_answer_in_order_on_one_worker() {
         .collect();
     all.sort_unstable();
     assert_eq!(all, (4..=803).collect::<Vec<_>>());
+    // Group commit works with a single worker too: increments that arrive during a
+    // commit wait in the task queue, and the worker gathers them before the next.
+    let commits: i64 = db
+        .client()
+        .query_one("SELECT commits FROM counter", &[])
+        .unwrap()
+        .get(0);
+    eprintln!("803 increments in {commits} commits");
+    assert!(
+        commits < 700,
+        "803 increments took {commits} commits: no batching on one worker"
+    );
 }
 
 #[test]

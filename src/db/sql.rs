@@ -59,8 +59,9 @@ pub fn list_samples() -> String {
 
 pub const PING: &str = "SELECT 1";
 
-/// Adds $1 to the counter and returns the new value.
-pub const COUNTER_ADD: &str = "UPDATE counter SET value = value + $1 WHERE id = 1 RETURNING value";
+/// Adds $1 to the counter (one batch of $1 increments) and returns the new value.
+pub const COUNTER_ADD: &str =
+    "UPDATE counter SET value = value + $1, commits = commits + 1 WHERE id = 1 RETURNING value";
 
 pub const COUNTER_GET: &str = "SELECT value FROM counter WHERE id = 1";
 
