@@ -6,13 +6,15 @@ set -euo pipefail
 source "$(dirname "$0")/bench-lib.sh"
 cd "$ROOT"
 [ -x target/release/server ] && [ -x target/release/load-client ] || cargo build --release --workspace
-THREADS=${THREADS:-$(nproc)} # as many workers as CPUs: a waiting increment holds none
+# Workers: the server's default, one per CPU it may run on (taskset leaves it one);
+# a waiting increment holds no worker. THREADS=N overrides.
+THREADS=${THREADS:-}
 PORT_RS=${PORT_RS:-18086}
 url=$(fresh_db crudrs_bench_counter)
 tmp=$(mktemp -d)
 cleanup() { [ -n "${srv:-}" ] && kill "$srv" 2>/dev/null || true; rm -rf "$tmp"; }
 trap cleanup EXIT
-taskset -c "$SERVER_CPU" target/release/server "$THREADS" --port "$PORT_RS" --database-url "$url" --data-dir "$tmp/data" \
+taskset -c "$SERVER_CPU" target/release/server $THREADS --port "$PORT_RS" --database-url "$url" --data-dir "$tmp/data" \
     --no-stats >/dev/null 2>"$tmp/server.log" &
 srv=$!
 wait_port "$PORT_RS"
@@ -38,7 +40,7 @@ pg_after=$(pgbench_tps)
 pg=$(( (pg_before + pg_after) / 2 ))
 
 {
-    echo "Counter increments for $DURATION (crudrs on CPU $SERVER_CPU with $THREADS workers; load on CPU $LOAD_CPU; PostgreSQL unpinned, synchronous_commit on)"
+    echo "Counter increments for $DURATION (crudrs on CPU $SERVER_CPU with ${THREADS:-its default number of} workers; load on CPU $LOAD_CPU; PostgreSQL unpinned, synchronous_commit on)"
     echo
     echo "| client | connections | increments/s | vs pgbench | p99 ms | errors | values |"
     echo "|---|---:|---:|---:|---:|---:|---|"
