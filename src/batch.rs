@@ -130,7 +130,8 @@ impl<I> Batcher<I> {
     }
 
     /// Number of items waiting for a batch.
-    pub fn pending(&self) -> usize {
+    #[cfg(test)]
+    fn pending(&self) -> usize {
         self.state.lock().pending.len()
     }
 

@@ -2,15 +2,16 @@
 //!
 //! The poller is the only place that adds sockets to the OS poller (mio: epoll,
 //! edge-triggered). Every connection is registered once, for reading and writing:
-//! nothing is re-armed per request and a wait is one system call. An event for a parked connection takes it out of its slot and onto
-//! the task queue; an event for a connection that is away (with a worker, the
-//! hashing gate or the counter batcher) marks its slot, and [`Registry::park`]
-//! hands such a connection straight back to be driven again instead of storing it.
-//! The slot lock orders the two, so no readiness is ever lost. An edge that says the
-//! peer closed its side is kept on the connection (`Conn::peer_closed`), so a worker
-//! knows to read on to the EOF instead of trusting a short read. The poller also enforces the
-//! connection limit (503 + Retry-After), the header and idle timeouts (408 or close)
-//! and the shutdown sequence.
+//! nothing is re-armed per request and a wait is one system call. An event for a
+//! parked connection takes it out of its slot and onto the task queue; an event for
+//! a connection that is away (with a worker, the hashing gate or the counter
+//! batcher) marks its slot, and [`Registry::park`] hands such a connection straight
+//! back to be driven again instead of storing it. The slot lock orders the two, so
+//! no readiness is ever lost. An edge that says the peer closed its side is kept on
+//! the connection (`Conn::peer_closed`), so a worker knows to read on to the EOF
+//! instead of trusting a short read. The poller also enforces the connection limit
+//! (503 + Retry-After), the header and idle timeouts (408 or close) and the
+//! shutdown sequence.
 
 use crate::conn::{Conn, ConnState};
 use crate::error::{ApiError, Error};

@@ -136,12 +136,7 @@ impl Worker {
     /// the next batch will be due, if increments wait for one.
     fn lead_increments(&mut self) -> Option<Instant> {
         while self.shared.counter.has_pending() {
-            let api = &self.ctx.api;
-            match self
-                .shared
-                .counter
-                .lead(Instant::now(), false, |conns| api.commit_increments(conns.len()))
-            {
+            match self.lead(false) {
                 Lead::Done(batch) => {
                     self.resume(batch);
                     self.serve(None);
@@ -157,8 +152,7 @@ impl Worker {
     /// meanwhile (a batch that comes due after a request is committed at once).
     fn serve(&mut self, conn: Option<Box<Conn>>) {
         let started = Instant::now();
-        let stats = Arc::clone(&self.shared.stats);
-        stats.busy.fetch_add(1, Relaxed);
+        self.shared.stats.busy.fetch_add(1, Relaxed);
         let mut next = conn;
         loop {
             while let Some(conn) = next.take().or_else(|| self.ready.pop_front()) {
@@ -167,22 +161,26 @@ impl Worker {
             if !self.shared.counter.has_pending() {
                 break;
             }
-            let api = &self.ctx.api;
-            let busy = !self.shared.queue.is_empty();
-            match self
-                .shared
-                .counter
-                .lead(Instant::now(), busy, |conns| api.commit_increments(conns.len()))
-            {
+            match self.lead(!self.shared.queue.is_empty()) {
                 Lead::Done(batch) => self.resume(batch),
                 Lead::WaitUntil(_) | Lead::Idle => break,
             }
         }
+        let stats = &self.shared.stats;
         stats.busy.fetch_sub(1, Relaxed);
         stats.tasks.fetch_add(1, Relaxed);
         stats
             .task_nanos
             .fetch_add(started.elapsed().as_nanos() as u64, Relaxed);
+    }
+
+    /// Commits the waiting increments if their batch is due; `busy`: this worker's
+    /// queue holds more connections (which may hold more increments).
+    fn lead(&self, busy: bool) -> Lead<Box<Conn>, i64, ApiError> {
+        let api = &self.ctx.api;
+        self.shared
+            .counter
+            .lead(Instant::now(), busy, |conns| api.commit_increments(conns.len()))
     }
 
     /// Hands a connection whose next request is a counter increment to the batcher;
@@ -523,16 +521,15 @@ impl Ctx {
                 body,
             };
             conn.outgoing = match conn.counter.take() {
-                Some(committed) if route.as_ref().is_ok_and(|r| *r == Route::CounterIncrement) => {
+                // Set only while the increment it belongs to heads the buffer.
+                Some(committed) => {
+                    debug_assert!(route.as_ref().is_ok_and(|r| *r == Route::CounterIncrement));
                     self.shared.stats.count(Some(Kind::Counter));
                     self.body.clear();
                     let result = self.api.answer_increment(committed, &mut self.body);
                     self.reply(result, close, head_only)
                 }
-                kept => {
-                    conn.counter = kept;
-                    self.answer(route, &req, close, head_only)
-                }
+                None => self.answer(route, &req, close, head_only),
             };
             if used_permit {
                 // Dropping the permit releases it (possibly to a waiting connection).
