@@ -17,9 +17,8 @@
 //!   meanwhile.
 //!
 //! Progress: a worker calls `lead` after serving each connection while items wait
-//! (`has_pending`), and waits for new work no longer than `lead` says. A worker
-//! that finds a commit in flight may leave the waiting items alone: the committing
-//! worker calls `lead` when it has answered its batch.
+//! (`has_pending`), and waits for new work no longer than `lead` says, also while
+//! a commit is in flight (whose worker may go on to other work when it is done).
 //!
 //! The commit function sees the batch in arrival order and must return one output
 //! per item, or one error for all of them (nothing of a failed batch may take
@@ -37,9 +36,10 @@ pub type Committed<I, O, E> = Vec<(I, Result<O, E>)>;
 pub enum Lead<I, O, E> {
     /// It committed a batch: the caller must answer every item.
     Done(Committed<I, O, E>),
-    /// Items wait, but their batch is not due before this instant.
+    /// Items wait, but their batch is not due before this instant (or a commit is
+    /// in flight: look again then, in case its leader is busy elsewhere).
     WaitUntil(Instant),
-    /// Nothing waits, or a commit is in flight (its leader will look again).
+    /// Nothing waits.
     Idle,
 }
 
@@ -113,10 +113,14 @@ impl<I> Batcher<I> {
         commit: impl FnOnce(&[I]) -> Result<Vec<O>, E>,
     ) -> Lead<I, O, E> {
         let st = self.state.lock();
-        let Some(since) = st.since.filter(|_| !st.committing) else {
+        let Some(since) = st.since else {
             return Lead::Idle;
         };
         let due = since + self.gather;
+        if st.committing {
+            // Its leader looks again when done, but may then have other work first.
+            return Lead::WaitUntil(due.max(now + self.gather));
+        }
         if (st.full() && !busy) || now >= due {
             Lead::Done(self.commit_pending(st, commit))
         } else {
@@ -260,6 +264,11 @@ mod tests {
             for i in 2..=4 {
                 assert!(b.submit(i, false, tenfold).is_none(), "a commit is in flight");
             }
+            // Workers that see them are told when to look again, not to sleep.
+            assert!(matches!(
+                b.lead(Instant::now(), false, tenfold),
+                Lead::WaitUntil(_)
+            ));
             tenfold(items)
         });
         assert_eq!(led, Some(vec![(1, Ok(10))]));

@@ -2,8 +2,8 @@
 //!
 //! Ownership is the concurrency rule: a connection is a `Box<Conn>` that lives in
 //! exactly one place at a time — its registry slot (parked, waiting for readiness),
-//! the task queue, a worker's hands, or the hashing gate's wait list — and moves
-//! between them by value. So exactly one thread touches a connection at a time, and
+//! the task queue, a worker's hands (or its `ready` list), the hashing gate's wait
+//! list, or the counter batcher — and moves between them by value. So exactly one thread touches a connection at a time, and
 //! the compiler checks it. Dropping a `Conn` deregisters and closes its socket and
 //! frees its slot.
 

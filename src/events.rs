@@ -6,7 +6,8 @@
 //! (10^-9) in an i128, so decimal values add without binary floating-point drift.
 //! A value is read from its JSON text: negative values are fine; a value with more
 //! than nine decimal places, or beyond ±10^18, is refused rather than rounded. The
-//! average is the exact sum divided by the count, rounded once to the nearest f64.
+//! average is the exact sum divided by the count, written out to 40 decimal places
+//! and rounded once to the nearest f64 ([`Stats::average`]).
 //! Users are kept as their full strings (no hash-only counting, so no collisions):
 //! about 56 bytes plus the id's length per user. Nothing here survives a restart.
 
@@ -39,6 +40,33 @@ pub struct Stats {
     pub total: u64,
     pub unique_users: u64,
     pub sum_nanos: i128,
+}
+
+impl Stats {
+    /// The sum over the count (0 when there are no events), from the exact quotient
+    /// to 40 decimal places, so the f64 is rounded once instead of after each of a
+    /// conversion and two divisions.
+    pub fn average(&self) -> f64 {
+        if self.total == 0 {
+            return 0.0;
+        }
+        // |sum| < 2^127 and the divisor < 2^94, so `rem * 10` fits in a u128.
+        let divisor = u128::from(self.total) * SCALE as u128;
+        let n = self.sum_nanos.unsigned_abs();
+        let mut rem = n % divisor;
+        let mut text = String::with_capacity(88);
+        if self.sum_nanos < 0 {
+            text.push('-');
+        }
+        text.push_str(itoa::Buffer::new().format(n / divisor));
+        text.push('.');
+        for _ in 0..40 {
+            rem *= 10;
+            text.push(char::from(b'0' + (rem / divisor) as u8));
+            rem %= divisor;
+        }
+        text.parse().unwrap_or(f64::NAN)
+    }
 }
 
 impl Default for Events {
@@ -158,6 +186,29 @@ pub fn format_nanos(nanos: i128, out: &mut String) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_average_is_the_exact_quotient_rounded_once() {
+        let avg = |sum_nanos: i128, total: u64| {
+            Stats {
+                total,
+                unique_users: 0,
+                sum_nanos,
+            }
+            .average()
+        };
+        assert_eq!(avg(0, 0), 0.0);
+        assert_eq!(avg(10_500_000_000, 1), 10.5);
+        assert_eq!(avg(-3_000_000_000, 2), -1.5);
+        // Division is correctly rounded in f64, so these are the nearest f64s.
+        assert_eq!(avg(1_000_000_000, 3), 1.0 / 3.0);
+        assert_eq!(avg(-2_000_000_000, 7), -2.0 / 7.0);
+        // 0.1 + 0.2 as events: exactly 0.15 on average, not 0.15000000000000002.
+        assert_eq!(avg(300_000_000, 2), 0.15);
+        // Far past f64's integers: still the nearest f64 to the true quotient.
+        let big = 999_999_999_999_999_999_i128 * SCALE;
+        assert_eq!(avg(big * 3, 3), 999_999_999_999_999_999.0);
+    }
 
     fn fmt(n: i128) -> String {
         let mut s = String::new();

@@ -83,6 +83,7 @@ impl<T> TaskQueue<T> {
 
     /// Removes the oldest item, waiting while the queue is empty. Returns `None` only
     /// once the queue is closed and drained.
+    #[cfg(test)]
     pub fn pop(&self) -> Option<T> {
         match self.pop_until(None) {
             Popped::Item(item) => Some(item),

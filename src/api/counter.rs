@@ -4,7 +4,8 @@
 //! the connection driver owns (what waits there is the connection itself): all
 //! increments waiting while a commit is in flight become one [`commit`], and each
 //! request gets its own value from the k it reserved, so values are distinct and
-//! gap-free across answered requests. A failed commit answers 503 to every request
+//! gap-free across answered requests (a client that disconnects after its batch
+//! committed takes its value with it). A failed commit answers 503 to every request
 //! of its batch. One case stays ambiguous, as for any client of a database: if the
 //! connection dies after the UPDATE was sent, the server cannot know whether it
 //! committed; those requests get 503 and their increments may or may not have

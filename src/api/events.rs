@@ -39,12 +39,7 @@ pub fn stats(st: &State, out: &mut Vec<u8>) -> Result<Reply, Error> {
     let s = st.events.stats();
     let mut sum = String::new();
     format_nanos(s.sum_nanos, &mut sum);
-    let avg = if s.total == 0 {
-        0.0
-    } else {
-        s.sum_nanos as f64 / 1e9 / s.total as f64
-    };
-    let avg = serde_json::to_string(&avg).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let avg = serde_json::to_string(&s.average()).map_err(|e| ApiError::Internal(e.to_string()))?;
     out.extend_from_slice(
         format!(
             r#"{{"totalRequests":{},"uniqueUsers":{},"sum":{},"avg":{}}}"#,
