@@ -2,7 +2,8 @@
 //! catalogue of valid and invalid cases, checks each answer's status against what
 //! that case must get, and reports latency per case. Exits non-zero on any wrong
 //! answer or a hang past the timeout. Meant to run beside load-client to show
-//! latency under load.
+//! latency under load. Latency counts from when a request was due on the schedule,
+//! so a slow answer that delays later requests shows in their latency too.
 
 use clap::Parser;
 use loadclient::http::{self, Target};
@@ -436,13 +437,17 @@ fn run(a: &Args) -> Result<bool, String> {
             &catalogue[rng.below(catalogue.len() as u64) as usize]
         };
         let (chunks, want) = (case.build)(&mut ctx);
+        // Latency counts from when the request was due, not from when it went out:
+        // after a slow answer the next request leaves late, and timing it from its
+        // actual send would hide that wait (coordinated omission).
         let t = Instant::now();
+        let due = if a.interval.is_zero() { t } else { next.min(t) };
         let outcome = match exchange(&target, &chunks, want.len(), a.timeout) {
             Ok(got) if got == want => Ok(()),
             Ok(got) => Err(format!("got {got:?}")),
             Err(e) => Err(e),
         };
-        let latency = t.elapsed();
+        let latency = due.elapsed();
         overall.record(latency, outcome.clone().map(|_| ()));
         rows.entry(case.name.to_string())
             .or_default()
