@@ -10,7 +10,7 @@
 //! Only complete responses are counted, each after validation.
 
 use crate::http::{self, Target};
-use crate::mix::{Expect, Fixture, Gen, Mix};
+use crate::mix::{Expect, Fixture, Gen, Kind, Mix};
 use crate::report::Stats;
 use polling::{Event, Events, PollMode, Poller};
 use std::collections::{BTreeMap, VecDeque};
@@ -84,7 +84,8 @@ struct Thread<'a> {
     live: &'a Live,
     poller: Poller,
     start: Instant,
-    stats: BTreeMap<String, Stats>,
+    /// Keyed by kind, named at the end: no string per response.
+    stats: BTreeMap<Kind, Stats>,
     per_second: Vec<u64>,
     counter_values: Vec<i64>,
 }
@@ -255,7 +256,7 @@ fn thread_main(
         t.close(s);
     }
     Ok(Outcome {
-        stats: t.stats,
+        stats: t.stats.into_iter().map(|(k, s)| (k.name().to_string(), s)).collect(),
         per_second: t.per_second,
         elapsed: start.elapsed(),
         counter_values: t.counter_values,
@@ -422,7 +423,7 @@ impl Thread<'_> {
         }
         self.live.completed.fetch_add(1, Relaxed);
         self.stats
-            .entry(exp.kind.name().to_string())
+            .entry(exp.kind)
             .or_default()
             .record(now.saturating_duration_since(at), outcome);
         let sec = now.saturating_duration_since(self.start).as_secs() as usize;
