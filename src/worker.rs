@@ -12,7 +12,7 @@
 //! commits a batch answers every connection of it (they are on its `ready` list),
 //! and a worker with nothing else to do commits a waiting batch once it is due.
 
-use crate::api::{Api, Kind, Reply, Request, Route};
+use crate::api::{Api, Reply, Request, Route};
 use crate::batch::{Committed, Lead};
 use crate::conn::Conn;
 use crate::error::{ApiError, Error};
@@ -468,6 +468,7 @@ impl Ctx {
                     head: &head,
                     buf: rest,
                     body: &[],
+                    increment: None,
                 };
                 if let Err(e) = self.start_upload(conn, &req, limit, close) {
                     self.fail(e, head_only);
@@ -501,17 +502,17 @@ impl Ctx {
                 Framing::None => &[],
             };
 
-            if let Ok(route) = route {
-                if route.needs_hash_permit() && conn.permit.is_none() {
-                    self.decoded = decoded;
-                    conn.reading(true);
-                    return (pos, Step::NeedPermit);
-                }
-                if route == Route::CounterIncrement && conn.counter.is_none() {
-                    self.decoded = decoded;
-                    conn.reading(true);
-                    return (pos, Step::NeedIncrement);
-                }
+            // A request that must wait stays buffered: for a hashing permit, or for
+            // the batch commit of a counter increment.
+            let wait = match route {
+                Ok(r) if r.needs_hash_permit() && conn.permit.is_none() => Some(Step::NeedPermit),
+                Ok(Route::CounterIncrement) if conn.counter.is_none() => Some(Step::NeedIncrement),
+                _ => None,
+            };
+            if let Some(step) = wait {
+                self.decoded = decoded;
+                conn.reading(true);
+                return (pos, step);
             }
             let close = !head.keep_alive || self.shared.is_shutting_down();
             let used_permit = route.as_ref().is_ok_and(|r| r.needs_hash_permit());
@@ -519,18 +520,10 @@ impl Ctx {
                 head: &head,
                 buf: rest,
                 body,
-            };
-            conn.outgoing = match conn.counter.take() {
                 // Set only while the increment it belongs to heads the buffer.
-                Some(committed) => {
-                    debug_assert!(route.as_ref().is_ok_and(|r| *r == Route::CounterIncrement));
-                    self.shared.stats.count(Some(Kind::Counter));
-                    self.body.clear();
-                    let result = self.api.answer_increment(committed, &mut self.body);
-                    self.reply(result, close, head_only)
-                }
-                None => self.answer(route, &req, close, head_only),
+                increment: conn.counter.take(),
             };
+            conn.outgoing = self.answer(route, &req, close, head_only);
             if used_permit {
                 // Dropping the permit releases it (possibly to a waiting connection).
                 conn.permit = None;

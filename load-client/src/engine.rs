@@ -256,7 +256,11 @@ fn thread_main(
         t.close(s);
     }
     Ok(Outcome {
-        stats: t.stats.into_iter().map(|(k, s)| (k.name().to_string(), s)).collect(),
+        stats: t
+            .stats
+            .into_iter()
+            .map(|(k, s)| (k.name().to_string(), s))
+            .collect(),
         per_second: t.per_second,
         elapsed: start.elapsed(),
         counter_values: t.counter_values,

@@ -29,9 +29,12 @@ pub fn commit(st: &State, k: usize) -> Result<Vec<i64>, ApiError> {
     Ok((last - k + 1..=last).collect())
 }
 
-/// Answers an increment with what its batch's commit gave it.
-pub fn increment(result: Result<i64, ApiError>, out: &mut Vec<u8>) -> Result<Reply, Error> {
-    write_value(out, result?);
+/// Answers an increment with what its batch's commit gave it (`None`: it was
+/// never committed, which the connection driver does not allow).
+pub fn increment(committed: Option<Result<i64, ApiError>>, out: &mut Vec<u8>) -> Result<Reply, Error> {
+    let committed = committed
+        .ok_or_else(|| ApiError::Internal("an increment was answered before its batch committed".into()))?;
+    write_value(out, committed?);
     Ok(Reply::json(200))
 }
 

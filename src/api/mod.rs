@@ -159,6 +159,9 @@ pub struct Request<'b> {
     /// The bytes the head's spans point into.
     pub buf: &'b [u8],
     pub body: &'b [u8],
+    /// For a counter increment: what the commit of its batch gave it (the worker
+    /// commits increments in batches before it answers them).
+    pub increment: Option<Result<i64, ApiError>>,
 }
 
 impl Request<'_> {
@@ -253,9 +256,7 @@ impl Api {
             Route::SampleGet(id) => samples::get(st, req, id, out),
             Route::SampleList => samples::list(st, req, out),
             Route::FileGet(md5) => files::get(st, req, md5),
-            Route::CounterIncrement => {
-                Err(ApiError::Internal("increments are committed in batches, not dispatched".into()).into())
-            }
+            Route::CounterIncrement => counter::increment(req.increment.clone(), out),
             Route::CounterGet => counter::get(st, out),
             Route::EventPost => events::post(st, req),
             Route::EventStats => events::stats(st, out),
@@ -268,11 +269,6 @@ impl Api {
     /// Commits `k` counter increments at once; see `counter::commit`.
     pub fn commit_increments(&self, k: usize) -> Result<Vec<i64>, ApiError> {
         counter::commit(&self.state, k)
-    }
-
-    /// Answers an increment with the result of its batch.
-    pub fn answer_increment(&self, result: Result<i64, ApiError>, out: &mut Vec<u8>) -> Result<Reply, Error> {
-        counter::increment(result, out)
     }
 
     /// Whether an upload may start; see `files::admit`.
