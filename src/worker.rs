@@ -38,10 +38,9 @@ const OUT_HIGH_WATER: usize = 256 * 1024;
 
 /// What to do with a connection after reading and answering.
 enum Next {
-    /// Drive it again now: output (a download, a closing response) remains.
+    /// Drive it again now: output (a download, a closing response) remains, or it
+    /// was just granted a hashing permit for its waiting request.
     Again(Box<Conn>),
-    /// It was just granted a hashing permit: serve its waiting request.
-    Granted(Box<Conn>),
     /// Its next request is a counter increment: it goes to the batcher.
     Increment(Box<Conn>),
 }
@@ -153,10 +152,12 @@ impl Worker {
     fn serve(&mut self, conn: Option<Box<Conn>>) {
         let started = Instant::now();
         self.shared.stats.busy.fetch_add(1, Relaxed);
-        let mut next = conn;
+        if let Some(conn) = conn {
+            self.drive(conn);
+        }
         loop {
-            while let Some(conn) = next.take().or_else(|| self.ready.pop_front()) {
-                next = self.drive(conn);
+            while let Some(conn) = self.ready.pop_front() {
+                self.drive(conn);
             }
             if !self.shared.counter.has_pending() {
                 break;
@@ -205,41 +206,38 @@ impl Worker {
         }
     }
 
-    /// Drives `conn` until it would block. Returns it when it should be driven again
-    /// at once (it was just granted a hashing permit).
-    fn drive(&mut self, mut conn: Box<Conn>) -> Option<Box<Conn>> {
+    /// Drives `conn` until it would block, then parks it (or hands it to the gate or
+    /// the batcher, or closes it: a write error drops it).
+    fn drive(&mut self, mut conn: Box<Conn>) {
         loop {
             // Output owed from earlier goes first: queued response bytes, then the
             // rest of a file being downloaded.
             if !conn.pending_out.is_empty() {
                 let pending = std::mem::take(&mut conn.pending_out);
-                let written = write_some(&conn.sock, &pending).ok()?;
+                let Ok(written) = write_some(&conn.sock, &pending) else {
+                    return;
+                };
                 if written < pending.len() {
                     conn.pending_out = pending;
                     conn.pending_out.drain(..written);
-                    self.park(conn);
-                    return None;
+                    return self.park(conn);
                 }
             }
             if let Some(out) = conn.outgoing.as_mut() {
                 // The read buffer is free here: any partial request is in `conn.partial`.
-                if !out.pump(&conn.sock, &mut self.buf).ok()? {
-                    self.park(conn);
-                    return None;
+                match out.pump(&conn.sock, &mut self.buf) {
+                    Ok(true) => conn.outgoing = None,
+                    Ok(false) => return self.park(conn),
+                    Err(_) => return,
                 }
-                conn.outgoing = None;
             }
             if conn.is_closing() {
-                self.close_gracefully(conn);
-                return None;
+                return self.close_gracefully(conn);
             }
-            match self.read_and_answer(conn)? {
-                Next::Again(c) => conn = c,
-                Next::Granted(c) => return Some(c),
-                Next::Increment(c) => {
-                    self.submit_increment(c);
-                    return None;
-                }
+            match self.read_and_answer(conn) {
+                Some(Next::Again(c)) => conn = c,
+                Some(Next::Increment(c)) => return self.submit_increment(c),
+                None => return,
             }
         }
     }
@@ -327,7 +325,7 @@ impl Worker {
             self.stash(&mut conn, len);
             let mut conn = self.shared.gate.acquire_or_park(conn)?;
             conn.permit = Some(Permit::new(Arc::clone(&self.shared)));
-            return Some(Next::Granted(conn));
+            return Some(Next::Again(conn));
         }
         if step == Step::NeedIncrement && conn.pending_out.is_empty() {
             // As for a permit: the request stays buffered until its batch commits.
