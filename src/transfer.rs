@@ -9,10 +9,10 @@
 
 use crate::http::chunked::ChunkedDecoder;
 use crate::http::HttpError;
-use crate::poller::would_block;
+use crate::poller::write_some;
 use crate::storage::Upload;
 use std::fs::File;
-use std::io::{self, Write};
+use std::io;
 use std::net::TcpStream;
 use std::os::unix::fs::FileExt;
 
@@ -176,7 +176,7 @@ impl Outgoing {
     /// Sends file bytes until done (`Ok(true)`) or the socket would block
     /// (`Ok(false)`). `scratch` is the worker's transfer buffer. Positional reads
     /// mean a partially written chunk is simply read again next time.
-    pub fn pump(&mut self, mut sock: &TcpStream, scratch: &mut [u8]) -> io::Result<bool> {
+    pub fn pump(&mut self, sock: &TcpStream, scratch: &mut [u8]) -> io::Result<bool> {
         while self.offset < self.end {
             let want = scratch
                 .len()
@@ -189,12 +189,10 @@ impl Outgoing {
                     "stored file truncated",
                 ));
             }
-            match sock.write(&scratch[..n]) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(w) => self.offset += w as u64,
-                Err(e) if would_block(&e) => return Ok(false),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
+            let written = write_some(sock, &scratch[..n])?;
+            self.offset += written as u64;
+            if written < n {
+                return Ok(false);
             }
         }
         Ok(true)

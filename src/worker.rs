@@ -21,13 +21,13 @@ use crate::http::date::DateCache;
 use crate::http::parse::parse_head;
 use crate::http::response::{encode, encode_head, ResponseHead, CONTINUE};
 use crate::http::{Framing, Head, HttpError, Limits, Method};
-use crate::poller::would_block;
+use crate::poller::{would_block, write_some};
 use crate::queue::Popped;
 use crate::server::{Permit, Shared};
 use crate::transfer::{FeedError, Incoming, Outgoing};
 use std::collections::VecDeque;
-use std::io::{self, Read, Write};
-use std::net::{Shutdown, TcpStream};
+use std::io::{self, Read};
+use std::net::Shutdown;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Instant;
@@ -393,21 +393,6 @@ impl Worker {
         }
         self.park(conn);
     }
-}
-
-/// Writes as much of `bytes` as the socket takes without blocking.
-fn write_some(mut sock: &TcpStream, bytes: &[u8]) -> io::Result<usize> {
-    let mut written = 0;
-    while written < bytes.len() {
-        match sock.write(&bytes[written..]) {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => written += n,
-            Err(e) if would_block(&e) => break,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(written)
 }
 
 impl Ctx {
