@@ -88,7 +88,7 @@ pub fn get(st: &State, req: &Request<'_>, md5: [u8; 16]) -> Result<Reply, Error>
             .query(&db.st.get_file, &[&&md5[..]])
             .map_err(|e| note(st, e))?;
         let row = rows.first().ok_or(ApiError::NotFound)?;
-        MediaType::from_stored(row.get::<_, &str>(1))
+        MediaType::from_stored(row.get::<_, &str>(0))
     };
     let etag = format!("\"{}\"", encode_hex(&md5));
     if let Some(inm) = req.head.if_none_match.map(|s| s.str(req.buf)) {

@@ -72,4 +72,4 @@ INSERT INTO files (md5, size, content_type, uploader) VALUES ($1, $2, $3, $4)
 ON CONFLICT (md5) DO NOTHING";
 
 /// $1 md5.
-pub const GET_FILE: &str = "SELECT size, content_type FROM files WHERE md5 = $1";
+pub const GET_FILE: &str = "SELECT content_type FROM files WHERE md5 = $1";
