@@ -362,17 +362,19 @@ impl Thread<'_> {
             let Some(stream) = s.stream.as_mut() else { return };
             match stream.read(chunk) {
                 Ok(0) => {
-                    self.parse_all(s, key);
-                    let reason = "connection closed by the server";
-                    self.reset(s, key, reason);
+                    // parse_all may already have reset (and reconnected) the socket.
+                    if !self.parse_all(s, key) {
+                        self.reset(s, key, "connection closed by the server");
+                    }
                     return;
                 }
                 Ok(n) => s.rbuf.extend_from_slice(&chunk[..n]),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
-                    self.parse_all(s, key);
-                    self.reset(s, key, &format!("read failed: {}", e.kind()));
+                    if !self.parse_all(s, key) {
+                        self.reset(s, key, &format!("read failed: {}", e.kind()));
+                    }
                     return;
                 }
             }
@@ -380,8 +382,9 @@ impl Thread<'_> {
         self.parse_all(s, key);
     }
 
-    /// Takes every complete response off the read buffer and checks it.
-    fn parse_all(&mut self, s: &mut Sock, key: usize) {
+    /// Takes every complete response off the read buffer and checks it. Returns
+    /// whether it reset the connection (a close, or a response that makes no sense).
+    fn parse_all(&mut self, s: &mut Sock, key: usize) -> bool {
         let mut off = 0;
         loop {
             match http::parse(&s.rbuf[off..], false) {
@@ -394,7 +397,7 @@ impl Thread<'_> {
                     let Some((exp, at)) = s.inflight.pop_front() else {
                         s.rbuf.clear();
                         self.reset(s, key, "unsolicited response");
-                        return;
+                        return true;
                     };
                     let outcome = exp.validate(p.status, &s.rbuf[body]);
                     let outcome = outcome.map(|v| {
@@ -406,18 +409,19 @@ impl Thread<'_> {
                     if p.close {
                         s.rbuf.drain(..off);
                         self.reset(s, key, "connection closed by the server");
-                        return;
+                        return true;
                     }
                 }
                 Ok(None) => break,
                 Err(reason) => {
                     s.rbuf.clear();
                     self.reset(s, key, &reason);
-                    return;
+                    return true;
                 }
             }
         }
         s.rbuf.drain(..off);
+        false
     }
 
     fn complete(&mut self, exp: &Expect, at: Instant, outcome: Result<(), String>) {
