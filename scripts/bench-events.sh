@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # POST /event: crudrs (1 worker) against a minimal warp + DashSet service (the 1MRC
 # official Rust shape, current-thread tokio), both on CPU 1, the same load-client
-# run on CPU 0 (64 keep-alive connections; plain, then 16-deep pipelining). Rounds
+# run on CPU 0 (keep-alive connections: 64 and 256 plain, 64 with 16-deep pipelining). Rounds
 # alternate the two servers, so drift in this VM hits both alike. Reports req/s and each
 # server's CPU time per request. The reference is built from .ref/warp-1mrc (git-
 # ignored, see scripts/build-ref.sh); without it only crudrs is measured.
@@ -29,33 +29,34 @@ fi
 
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 hz=$(getconf CLK_TCK)
-once() { # once PORT PID DEPTH: "req/s us-per-request client-cpu%" of one run
+once() { # once PORT PID DEPTH CONNS: "req/s us-per-request client-cpu%" of one run
     local b a
     b=$(ticks "$2")
-    taskset -c "$LOAD_CPU" target/release/load-client 1 64 --mix event --duration "$DURATION" --pipeline "$3" \
+    taskset -c "$LOAD_CPU" target/release/load-client 1 "$4" --mix event --duration "$DURATION" --pipeline "$3" \
         --target "http://127.0.0.1:$1" --quiet --json "$tmp/ev.json" >/dev/null || echo "errors at port $1" >&2
     a=$(ticks "$2")
     python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print(round(d['achieved_rate']), round(($a-$b)/$hz*1e6/max(d['completed'],1),2), str(round(100*d['client_cpu_share']))+'%')" "$tmp/ev.json"
 }
 median() { sort -n "$1" | awk '{a[NR]=$0} END {print a[int((NR+1)/2)]}'; }
 {
-    echo "POST /event, load-client 1 thread × 64 connections, $DURATION × $ROUNDS rounds alternating the servers (median); servers on CPU $SERVER_CPU, load on CPU $LOAD_CPU"
+    echo "POST /event, load-client 1 thread, $DURATION × $ROUNDS rounds alternating the servers (median); servers on CPU $SERVER_CPU, load on CPU $LOAD_CPU"
     echo
-    echo "| load | server | req/s | CPU us/req | load-client CPU | req/s vs reference |"
-    echo "|---|---|---:|---:|---:|---:|"
-    for depth in 1 16; do
+    echo "| load | server | req/s | CPU us/req | load-client CPU | req/s vs reference | CPU/req, reference over crudrs |"
+    echo "|---|---|---:|---:|---:|---:|---:|"
+    for load in "64 1" "256 1" "64 16"; do
+        read -r conns depth <<<"$load"
         : >"$tmp/rs" && : >"$tmp/ref"
         for _ in $(seq 1 "$ROUNDS"); do
-            once "$PORT_RS" "$srv" "$depth" >>"$tmp/rs"
-            [ -z "${ref:-}" ] || once "$PORT_REF" "$ref" "$depth" >>"$tmp/ref"
+            once "$PORT_RS" "$srv" "$depth" "$conns" >>"$tmp/rs"
+            [ -z "${ref:-}" ] || once "$PORT_REF" "$ref" "$depth" "$conns" >>"$tmp/ref"
         done
         read -r rs_rate rs_cpu rs_client <<<"$(median "$tmp/rs")"
         if [ -n "${ref:-}" ]; then
             read -r r_rate r_cpu r_client <<<"$(median "$tmp/ref")"
-            echo "| pipeline $depth | warp + DashSet (reference) | $r_rate | $r_cpu | $r_client | 1.00 |"
-            echo "| pipeline $depth | crudrs (1 worker) | $rs_rate | $rs_cpu | $rs_client | $(awk -v a="$rs_rate" -v b="$r_rate" 'BEGIN {printf "%.2f", a / b}') |"
+            echo "| $conns conns, pipeline $depth | warp + DashSet (reference) | $r_rate | $r_cpu | $r_client | 1.00 | 1.00 |"
+            echo "| $conns conns, pipeline $depth | crudrs (1 worker) | $rs_rate | $rs_cpu | $rs_client | $(awk -v a="$rs_rate" -v b="$r_rate" 'BEGIN {printf "%.2f", a / b}') | $(awk -v a="$r_cpu" -v b="$rs_cpu" 'BEGIN {printf "%.2f", a / b}') |"
         else
-            echo "| pipeline $depth | crudrs (1 worker) | $rs_rate | $rs_cpu | $rs_client | (no reference built) |"
+            echo "| $conns conns, pipeline $depth | crudrs (1 worker) | $rs_rate | $rs_cpu | $rs_client | (no reference built) | |"
         fi
     done
 } | tee "$RESULTS/events.md"
