@@ -135,7 +135,8 @@ impl Worker {
     /// the next batch will be due, if increments wait for one.
     fn lead_increments(&mut self) -> Option<Instant> {
         while self.shared.counter.has_pending() {
-            match self.lead(false) {
+            // Answering a batch may have let new connections into the queue.
+            match self.lead(!self.shared.queue.is_empty()) {
                 Lead::Done(batch) => {
                     self.resume(batch);
                     self.serve(None);
