@@ -5,7 +5,7 @@
 set -euo pipefail
 source "$(dirname "$0")/bench-lib.sh"
 cd "$ROOT"
-[ -x target/release/server ] && [ -x target/release/load-client ] || cargo build --release --workspace
+build_release
 # Workers: the server's default, one per CPU it may run on (taskset leaves it one);
 # a waiting increment holds no worker. THREADS=N overrides.
 THREADS=${THREADS:-}

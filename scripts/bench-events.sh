@@ -8,7 +8,7 @@
 set -euo pipefail
 source "$(dirname "$0")/bench-lib.sh"
 cd "$ROOT"
-[ -x target/release/server ] && [ -x target/release/load-client ] || cargo build --release --workspace
+build_release
 PORT_RS=${PORT_RS:-18087}
 PORT_REF=${PORT_REF:-18088}
 ROUNDS=${ROUNDS:-5}

@@ -7,7 +7,7 @@ source "$(dirname "$0")/bench-lib.sh"
 need wrk wrk
 need nginx nginx-light
 cd "$ROOT"
-[ -x target/release/server ] || cargo build --release
+build_release
 PORT_RS=${PORT_RS:-18080}
 PORT_NGX=${PORT_NGX:-18081}
 ROUNDS=${ROUNDS:-3}

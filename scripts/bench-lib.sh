@@ -35,3 +35,7 @@ fresh_db() { # fresh_db NAME: drop and recreate database NAME; prints its connec
     psql "$admin" -qc "DROP DATABASE IF EXISTS $1 WITH (FORCE)" -c "CREATE DATABASE $1" >/dev/null 2>&1
     echo "$admin dbname=$1"
 }
+
+# Builds the release binaries. Always through cargo (a no-op when they are up to
+# date), so a benchmark never measures a binary older than the sources.
+build_release() { (cd "$ROOT" && cargo build --release --workspace -q); }

@@ -6,7 +6,7 @@
 set -euo pipefail
 source "$(dirname "$0")/bench-lib.sh"
 cd "$ROOT"
-[ -x target/release/server ] && [ -x target/release/load-client ] || cargo build --release --workspace
+build_release
 THREADS=${THREADS:-4}
 N_1MRC=${N_1MRC:-200000}
 PORT_RS=${PORT_RS:-18084}

@@ -7,7 +7,7 @@ set -euo pipefail
 source "$(dirname "$0")/bench-lib.sh"
 need wrk wrk
 cd "$ROOT"
-[ -x target/release/server ] || cargo build --release
+build_release
 CONC=${CONC:-16}
 PORT_RS=${PORT_RS:-18082}
 url=$(fresh_db crudrs_bench)

@@ -7,7 +7,7 @@ set -euo pipefail
 source "$(dirname "$0")/bench-lib.sh"
 cd "$ROOT"
 cargo build --release --example upload_bench -q
-[ -x target/release/server ] || cargo build --release
+build_release
 SECS=${SECS:-5}
 PORT_RS=${PORT_RS:-18083}
 url=$(fresh_db crudrs_bench_upload)
