@@ -1,6 +1,7 @@
 # crudrs — one command runs the server, one passes the tests.
 #   make run [THREADS=4] [ARGS="--port 8080"]   release build + local PostgreSQL + server
 #   make test                                   every test of the workspace, against a real PostgreSQL
+#   make test-stress [RUNS=3]                   the same while every CPU is kept busy by busy loops
 #   make bench / bench-health                   benchmarks (server on CPU 1, load on CPU 0)
 #   make db / db-stop                           start or stop the project-local cluster (.pg/)
 #   make lint                                   rustfmt check + clippy with warnings denied
@@ -10,7 +11,9 @@ THREADS ?=
 ARGS ?=
 CARGO ?= cargo
 
-.PHONY: run build test lint fmt db db-stop bench bench-health bench-upload clean-db
+RUNS ?= 3
+
+.PHONY: run build test test-stress lint fmt db db-stop bench bench-health bench-upload clean-db
 
 build:
 	$(CARGO) build --release --workspace
@@ -20,6 +23,9 @@ run: build
 
 test:
 	scripts/with-db.sh $(CARGO) test --workspace
+
+test-stress:
+	CARGO=$(CARGO) scripts/test-stress.sh $(RUNS)
 
 lint:
 	$(CARGO) fmt --all -- --check

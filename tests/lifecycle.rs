@@ -7,7 +7,6 @@ mod common;
 
 use common::*;
 use std::io::Write;
-use std::time::Duration;
 
 #[test]
 fn sigterm_finishes_in_flight_requests_then_exits_zero() {
@@ -18,27 +17,27 @@ fn sigterm_finishes_in_flight_requests_then_exits_zero() {
     idle.stream.write_all(b"GET /health HTTP/1.1\r\n\r\n").unwrap();
     assert_eq!(idle.next(false).unwrap().status, 200);
     let body = r#"{"username":"late","password":"password123","email":"late@example.org"}"#;
-    let mut busy = connect(server.addr);
+    let mut busy = Reader::new(connect(server.addr));
     write!(
-        busy,
-        "POST /auth/create HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{}",
+        busy.stream,
+        "POST /auth/create HTTP/1.1\r\nContent-Type: application/json\r\nExpect: 100-continue\r\nContent-Length: {}\r\n\r\n{}",
         body.len(),
         &body[..10]
     )
     .unwrap();
-    std::thread::sleep(Duration::from_millis(100));
+    // The server has the request in hand (head parsed, body awaited) once it says
+    // 100 Continue: that is the in-flight request SIGTERM must not cut off.
+    assert_eq!(busy.next(false).unwrap().status, 100);
 
     let _ = std::process::Command::new("kill")
         .arg("-TERM")
         .arg(server.child.id().to_string())
         .status();
-    std::thread::sleep(Duration::from_millis(300));
     // The idle connection is closed without a response.
     assert!(idle.next(false).is_none());
     // The in-flight request completes, told that the connection closes.
-    busy.write_all(&body.as_bytes()[10..]).unwrap();
-    let mut r = Reader::new(busy);
-    let resp = r.next(false).expect("in-flight request answered");
+    busy.stream.write_all(&body.as_bytes()[10..]).unwrap();
+    let resp = busy.next(false).expect("in-flight request answered");
     assert_eq!(resp.status, 201, "{}", resp.text());
     assert_eq!(resp.header("connection"), Some("close"));
     let status = server.wait_exit();
