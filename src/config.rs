@@ -108,13 +108,18 @@ pub struct Args {
     #[arg(long, overrides_with = "stats")]
     pub no_stats: bool,
 
-    /// Longest a counter increment waits for its batch to fill up to the last batch's size.
+    /// Longest a group-committed write (a counter increment, a sample insert) waits for its batch to fill up to the last batch's size.
     #[arg(long, env = "COUNTER_GATHER", default_value = "300us", value_parser = parse_duration)]
     pub counter_gather: Duration,
 
     /// Directory for uploaded files (created if missing).
     #[arg(long, env = "DATA_DIR", default_value = "data")]
     pub data_dir: PathBuf,
+
+    /// Test only: route GET /debug/panic to a handler that panics, to show that a
+    /// panic costs one connection (500, then close) and never a worker.
+    #[arg(long, env = "INJECT_PANICS", hide = true)]
+    pub inject_panics: bool,
 }
 
 /// Validated settings; see [`Args`] for what each means.
@@ -143,6 +148,7 @@ pub struct Config {
     pub stats: bool,
     pub counter_gather: Duration,
     pub data_dir: PathBuf,
+    pub inject_panics: bool,
 }
 
 impl Config {
@@ -199,6 +205,7 @@ impl Config {
             },
             counter_gather: a.counter_gather,
             data_dir: a.data_dir,
+            inject_panics: a.inject_panics,
         })
     }
 

@@ -4,34 +4,26 @@
 //! listener ─► poller thread ─► TaskQueue (fixed ring, Mutex + Condvar) ─► N workers
 //!              accept; edge readiness (mio);       │ read to WouldBlock into a worker buffer
 //!              timeouts; connection limit          │ parse every complete request (pipelining)
-//!                     ▲                            │ route → handler (Postgres via r2d2)
+//!                     ▲                            │ plan → handler (Postgres via r2d2)
 //!                     └──── park (no syscall) ◄────┘ one write per batch
 //! ```
 //!
-//! `http/` turns bytes into request heads and responses and knows nothing of routes;
-//! `api/` serves requests and never sees a socket; `worker.rs` glues the two; `db/`
-//! owns SQL and the pool. See ARCHITECTURE.md for the map and the invariants.
+//! Layers, each a folder, imports one way only (checked by `tests/layers.rs`):
+//! `engine/` (threads, sockets, connections) uses `http/` (bytes ↔ heads and
+//! responses) and calls `api/` (routes, policy, handlers, the error → status map)
+//! through `api::Api`; `api/` uses `store/` (PostgreSQL, files, the 1MRC aggregate)
+//! and `obs/` (counters, the status line). `http/`, `store/` and `obs/` import
+//! nothing of the crate. See ARCHITECTURE.md for the map and the invariants.
 
-pub mod api;
-pub mod batch;
-pub mod buffers;
+pub(crate) mod api;
 pub mod config;
-pub mod conn;
-pub mod db;
-pub mod error;
-pub mod events;
-pub mod gate;
-pub mod http;
-pub mod poller;
-pub mod queue;
-pub mod server;
-pub mod stats;
-pub mod storage;
-pub mod transfer;
-pub mod worker;
+pub(crate) mod engine;
+pub(crate) mod http;
+pub(crate) mod obs;
+pub(crate) mod store;
 
 pub use config::{Args, Config};
-pub use server::Server;
+pub use engine::{Server, Stopper};
 
 /// Runs the server until SIGINT or SIGTERM has been handled and in-flight requests
 /// are done. Prints the bound address on stdout first.
@@ -41,7 +33,7 @@ pub fn run(config: Config) -> Result<(), String> {
 
     let threads = config.threads;
     let server = Server::start(config)?;
-    let shared = std::sync::Arc::clone(server.shared());
+    let stopper = server.stopper();
     let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])
         .map_err(|e| format!("cannot handle signals: {e}"))?;
     std::thread::Builder::new()
@@ -54,7 +46,7 @@ pub fn run(config: Config) -> Result<(), String> {
                     tracing::warn!("second signal {sig}: exiting now");
                     std::process::exit(1);
                 }
-                shared.request_shutdown();
+                stopper.stop();
             }
         })
         .map_err(|e| format!("cannot spawn thread: {e}"))?;

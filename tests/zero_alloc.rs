@@ -70,8 +70,6 @@ fn allocations_for(s: &mut std::net::TcpStream, one: &[u8], ends: &[u8]) -> u64 
     for _ in 0..200 {
         round(s, &batch, &mut buf, response_len * DEPTH);
     }
-    // Let the pool's background connections settle.
-    std::thread::sleep(std::time::Duration::from_millis(500));
     let before = ALLOCS.load(Relaxed);
     for _ in 0..(20_000 / DEPTH) {
         round(s, &batch, &mut buf, response_len * DEPTH);
@@ -102,6 +100,12 @@ fn plain_requests_allocate_nothing_after_warm_up() {
     let config = crudrs::Config::from_args(args, false).expect("config");
     let server = crudrs::Server::start(config).expect("server starts");
     let addr = server.addr();
+    // The pool opens its connections in the background, allocating as it goes:
+    // measure once it is full.
+    assert!(
+        common::eventually(std::time::Duration::from_secs(10), || server.pool_filled()),
+        "the database pool never filled"
+    );
 
     let mut s = std::net::TcpStream::connect(addr).expect("connect");
     s.set_nodelay(true).expect("nodelay");
@@ -116,6 +120,6 @@ fn plain_requests_allocate_nothing_after_warm_up() {
     let events = allocations_for(&mut s, event, b"Content-Length: 0\r\n\r\n");
     assert_eq!(events, 0, "{events} allocations for 20000 POST /event requests");
     drop(s);
-    server.shared().request_shutdown();
+    server.stopper().stop();
     server.join();
 }

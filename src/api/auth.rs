@@ -5,11 +5,12 @@
 //! an argon2 verification in both cases. Creating an account also issues its first
 //! token, in the same SQL statement, so neither exists without the other.
 
+use super::error::{ApiError, Error};
 use super::json::Fields;
+use super::request::{Reply, Request};
+use super::state::State;
 use super::tokens::{self, tier_code, Principal};
-use super::{Reply, Request, State};
-use crate::db::DbError;
-use crate::error::{ApiError, Error};
+use crate::store::db::DbError;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 

@@ -1,7 +1,7 @@
 //! POST /api/v1/counter and GET /api/v1/counter: a durable counter in PostgreSQL.
 //!
-//! Increments go through the group-commit [`Batcher`](crate::batch::Batcher), which
-//! the connection driver owns (what waits there is the connection itself): all
+//! Increments go through the group-commit batcher, which the connection driver
+//! owns (what waits there is the connection itself, see `route::Wait::Batch`): all
 //! increments waiting while a commit is in flight become one [`commit`], and each
 //! request gets its own value from the k it reserved, so values are distinct and
 //! gap-free across answered requests (a client that disconnects after its batch
@@ -12,8 +12,9 @@
 //! happened.
 
 use super::auth::note;
-use super::{Reply, State};
-use crate::error::{ApiError, Error};
+use super::error::{ApiError, Error};
+use super::request::Reply;
+use super::state::State;
 
 /// Commits `k` increments as one `UPDATE ... SET value = value + k RETURNING value`
 /// and returns the k values they produced, lowest first.

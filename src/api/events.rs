@@ -5,9 +5,10 @@
 //! JSON text so it is summed exactly (see `events::parse_nanos`). Parsing borrows
 //! from the request body, so an event costs no allocation unless its user is new.
 
-use super::{Reply, Request, State};
-use crate::error::{ApiError, Error};
-use crate::events::{format_nanos, parse_nanos};
+use super::error::{ApiError, Error};
+use super::request::{Reply, Request};
+use super::state::State;
+use crate::store::events::{format_nanos, parse_nanos};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use std::borrow::Cow;

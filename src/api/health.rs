@@ -4,8 +4,9 @@
 //! the benchmarks and the zero-allocation test measure.
 
 use super::auth::note;
-use super::{Reply, State};
-use crate::error::Error;
+use super::error::Error;
+use super::request::Reply;
+use super::state::State;
 
 pub fn health(out: &mut Vec<u8>) -> Result<Reply, Error> {
     out.extend_from_slice(br#"{"status":"ok"}"#);

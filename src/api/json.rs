@@ -5,7 +5,7 @@
 //! silently ignored). Text bound for PostgreSQL may not contain NUL, which `text`
 //! cannot store.
 
-use crate::error::ApiError;
+use super::error::ApiError;
 use serde_json::{Map, Value};
 
 /// The media type of a Content-Type value, without parameters (`type/subtype`).

@@ -1,243 +1,102 @@
-//! The REST API: the route table, the shared application state and the dispatch of a
-//! complete request to its handler.
+//! The REST API: the route table and its policy, the shared application state, the
+//! handlers, and the one error → status map.
 //!
-//! This layer never sees a socket or a read buffer position: it gets a [`Request`]
-//! (a parsed head plus the whole body) and writes a response body into a `Vec`. What
-//! a route may receive (body limit, whether it needs a password-hashing permit) is
-//! declared here so the connection driver can decide before reading a body.
+//! This layer never sees a socket or a read buffer position, and never imports the
+//! engine. The engine talks to it only through [`Api`]: `plan` (from the head alone:
+//! route, body limit and use, what the request waits for), `handle` (a complete
+//! request → a [`Reply`] with its body written into a `Vec`), `stage`/`commit` for
+//! group-committed requests, and `admit_upload`/`finish_upload` for streamed bodies.
 
 mod auth;
 mod counter;
+pub(crate) mod error;
 mod events;
 mod files;
 mod health;
 mod json;
 mod passwords;
+pub(crate) mod request;
+pub(crate) mod route;
 mod samples;
+mod state;
 mod tokens;
 
 use crate::config::Config;
-use crate::db::Db;
-use crate::error::{ApiError, Error};
-use crate::http::{Head, HttpError, Method};
+use crate::http::error::HttpError;
+use crate::http::parse::{Framing, Head};
+use error::{ApiError, Error};
+use request::{Reply, Request};
+use route::{BodyUse, Lane, Plan, Route};
+use state::State;
 use std::sync::Arc;
 
-pub use files::Admitted;
-pub use passwords::Passwords;
-pub use tokens::{encode_hex, TokenCache};
+pub(crate) use files::UploadBody;
 
-/// Everything handlers share, built once at start-up.
-pub struct State {
-    pub config: Config,
-    pub db: Db,
-    pub store: crate::storage::Store,
-    pub events: crate::events::Events,
-    pub tokens: TokenCache,
-    pub passwords: Passwords,
+/// A request staged for a group commit: validated, waiting for its batch.
+pub(crate) enum Staged {
+    Increment,
+    Sample(Box<samples::NewSample>),
 }
 
-/// A resolved route, with its path parameters.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Route {
-    Health,
-    Ready,
-    AuthCreate,
-    AuthLogin,
-    AuthLogout,
-    SampleCreate,
-    SampleGet(i64),
-    SampleList,
-    FileUpload,
-    FileGet([u8; 16]),
-    CounterIncrement,
-    CounterGet,
-    EventPost,
-    EventStats,
-}
+/// What one staged request got from its batch's commit: a value or id, or its own
+/// error; the outer error is the whole batch's.
+pub(crate) type Outcomes = Result<Vec<Result<i64, ApiError>>, ApiError>;
 
-/// Coarse groups of routes, for the status line's "tasks by kind".
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    Health,
-    Auth,
-    Sample,
-    File,
-    Counter,
-    Event,
-}
-
-impl Route {
-    pub fn kind(self) -> Kind {
-        match self {
-            Route::Health | Route::Ready => Kind::Health,
-            Route::AuthCreate | Route::AuthLogin | Route::AuthLogout => Kind::Auth,
-            Route::SampleCreate | Route::SampleGet(_) | Route::SampleList => Kind::Sample,
-            Route::FileUpload | Route::FileGet(_) => Kind::File,
-            Route::CounterIncrement | Route::CounterGet => Kind::Counter,
-            Route::EventPost | Route::EventStats => Kind::Event,
-        }
-    }
-
-    /// Whether serving this route computes a password hash, which is bounded by the
-    /// hashing gate (see `gate.rs`).
-    pub fn needs_hash_permit(self) -> bool {
-        matches!(self, Route::AuthCreate | Route::AuthLogin)
-    }
-
-    /// Whether the route takes a JSON body.
-    fn takes_json(self) -> bool {
-        matches!(
-            self,
-            Route::AuthCreate | Route::AuthLogin | Route::SampleCreate | Route::EventPost
-        )
-    }
-}
-
-/// Resolves method and path to a route: 404 for an unknown path, 405 with `Allow` for a
-/// known path and another method, 400 for a malformed path parameter.
-pub fn route(method: Method, path: &str) -> Result<Route, ApiError> {
-    const GET: &str = "GET, HEAD";
-    const POST: &str = "POST";
-    let is_get = matches!(method, Method::Get | Method::Head);
-    let is_post = method == Method::Post;
-    let (route, allow, ok) = match path {
-        "/health" => (Route::Health, GET, is_get),
-        "/ready" => (Route::Ready, GET, is_get),
-        "/auth/create" => (Route::AuthCreate, POST, is_post),
-        "/auth/login" => (Route::AuthLogin, POST, is_post),
-        "/auth/logout" => (Route::AuthLogout, POST, is_post),
-        "/api/sample" => (Route::SampleCreate, POST, is_post),
-        "/api/samples" => (Route::SampleList, GET, is_get),
-        "/api/file" => (Route::FileUpload, POST, is_post),
-        "/api/v1/counter" => {
-            return match method {
-                Method::Post => Ok(Route::CounterIncrement),
-                Method::Get | Method::Head => Ok(Route::CounterGet),
-                _ => Err(ApiError::MethodNotAllowed("GET, HEAD, POST")),
-            }
-        }
-        "/event" => (Route::EventPost, POST, is_post),
-        "/stats" => (Route::EventStats, GET, is_get),
-        _ => {
-            let parsed = if let Some(id) = path.strip_prefix("/api/sample/") {
-                parse_id(id).map(Route::SampleGet)
-            } else if let Some(md5) = path.strip_prefix("/api/file/") {
-                parse_md5(md5).map(Route::FileGet)
-            } else {
-                return Err(ApiError::NotFound);
-            };
-            if !is_get {
-                return Err(ApiError::MethodNotAllowed(GET));
-            }
-            return parsed;
-        }
-    };
-    if ok {
-        Ok(route)
-    } else {
-        Err(ApiError::MethodNotAllowed(allow))
-    }
-}
-
-fn parse_id(s: &str) -> Result<i64, ApiError> {
-    match s.parse::<i64>() {
-        Ok(id) if id > 0 && s.bytes().all(|b| b.is_ascii_digit()) => Ok(id),
-        _ => Err(ApiError::Invalid("id must be a positive integer".into())),
-    }
-}
-
-fn parse_md5(s: &str) -> Result<[u8; 16], ApiError> {
-    let mut md5 = [0u8; 16];
-    tokens::decode_hex(s.as_bytes(), &mut md5)
-        .map(|()| md5)
-        .ok_or_else(|| ApiError::Invalid("md5 must be 32 hexadecimal digits".into()))
-}
-
-/// A complete request as handlers see it.
-pub struct Request<'b> {
-    pub head: &'b Head,
-    /// The bytes the head's spans point into.
-    pub buf: &'b [u8],
-    pub body: &'b [u8],
-    /// For a counter increment: what the commit of its batch gave it (the worker
-    /// commits increments in batches before it answers them).
-    pub increment: Option<Result<i64, ApiError>>,
-}
-
-impl Request<'_> {
-    pub fn query(&self) -> &str {
-        self.head.query.map(|q| q.str(self.buf)).unwrap_or("")
-    }
-
-    pub fn authorization(&self) -> Option<&str> {
-        self.head.authorization.map(|a| a.str(self.buf))
-    }
-
-    pub fn content_type(&self) -> Option<&str> {
-        self.head.content_type.map(|c| c.str(self.buf))
-    }
-}
-
-/// What a handler answers; the body is in the buffer it was given, unless `file`
-/// holds a stored file (and its size) to stream after the head.
-#[derive(Debug)]
-pub struct Reply {
-    pub status: u16,
-    pub content_type: Option<&'static str>,
-    pub header: Option<(&'static str, String)>,
-    pub file: Option<(std::fs::File, u64)>,
-}
-
-impl Reply {
-    pub const fn json(status: u16) -> Reply {
-        Reply {
-            status,
-            content_type: Some("application/json"),
-            header: None,
-            file: None,
-        }
-    }
-
-    pub const fn empty(status: u16) -> Reply {
-        Reply {
-            status,
-            content_type: None,
-            header: None,
-            file: None,
-        }
-    }
-}
-
-/// The per-worker handle on the API.
-pub struct Api {
+/// The handle on the API; cheap to clone (one per worker).
+#[derive(Clone)]
+pub(crate) struct Api {
     state: Arc<State>,
 }
 
 impl Api {
-    pub fn new(state: Arc<State>) -> Api {
-        Api { state }
+    /// Builds the shared state from the config: applies the schema, creates the
+    /// pool (without waiting for its connections) and opens the data directory.
+    pub fn open(config: &Config) -> Result<Api, String> {
+        Ok(Api {
+            state: Arc::new(State::open(config)?),
+        })
     }
 
-    pub fn state(&self) -> &State {
-        &self.state
+    /// Whether every pooled database connection is open (start-up fills the pool
+    /// in the background).
+    pub fn pool_filled(&self) -> bool {
+        self.state.db.is_filled()
     }
 
-    /// Decides, from the head alone, which route serves the request and the most body
-    /// bytes it may carry; a Content-Length over that is refused before any body byte
-    /// is read.
-    pub fn plan(&self, head: &Head, buf: &[u8]) -> Result<(Route, u64), Error> {
-        let route = route(head.method, head.path.str(buf))?;
-        // Routes without a meaningful body still read (and ignore) a small one.
-        let limit = match route {
-            Route::FileUpload => self.state.config.max_upload_bytes,
-            _ => self.state.config.max_json_bytes as u64,
+    /// Decides, from the head alone, which route serves the request and how (see
+    /// [`Plan`]); a Content-Length over the route's body limit is refused here,
+    /// before any body byte is read.
+    pub fn plan(&self, head: &Head, buf: &[u8]) -> Result<Plan, Error> {
+        let cfg = &self.state.config;
+        let path = head.path.str(buf);
+        let route = if cfg.inject_panics && path == "/debug/panic" {
+            Route::InjectedPanic
+        } else {
+            route::route(head.method, path)?
         };
-        if let crate::http::Framing::Length(n) = head.framing {
-            if n > limit {
+        // Routes without a meaningful body still read (and ignore) a small one.
+        let (body, body_limit) = match route {
+            Route::FileUpload => (BodyUse::Streamed, cfg.max_upload_bytes),
+            _ => (BodyUse::Buffered, cfg.max_json_bytes as u64),
+        };
+        if let Framing::Length(n) = head.framing {
+            if n > body_limit {
                 return Err(HttpError::BodyTooLarge.into());
             }
         }
-        Ok((route, limit))
+        Ok(Plan {
+            route,
+            body_limit,
+            body,
+            wait: route.wait(),
+            kind: route.kind(),
+        })
+    }
+
+    /// The body limit for a request whose routing failed: the engine still reads
+    /// (and discards) a body up to this size to keep the connection.
+    pub fn unrouted_body_limit(&self) -> u64 {
+        self.state.config.max_json_bytes as u64
     }
 
     /// Serves a complete request, writing the response body into `out`.
@@ -252,69 +111,63 @@ impl Api {
             Route::AuthCreate => auth::create(st, req, out),
             Route::AuthLogin => auth::login(st, req, out),
             Route::AuthLogout => auth::logout(st, req),
-            Route::SampleCreate => samples::create(st, req, out),
+            Route::SampleCreate => samples::created(req.committed.clone(), out),
             Route::SampleGet(id) => samples::get(st, req, id, out),
             Route::SampleList => samples::list(st, req, out),
             Route::FileGet(md5) => files::get(st, req, md5),
-            Route::CounterIncrement => counter::increment(req.increment.clone(), out),
+            Route::CounterIncrement => counter::increment(req.committed.clone(), out),
             Route::CounterGet => counter::get(st, out),
             Route::EventPost => events::post(st, req),
             Route::EventStats => events::stats(st, out),
+            Route::InjectedPanic => panic!("injected panic (--inject-panics)"),
             Route::FileUpload => {
                 Err(ApiError::Internal("uploads are streamed, not dispatched".into()).into())
             }
         }
     }
 
-    /// Commits `k` counter increments at once; see `counter::commit`.
-    pub fn commit_increments(&self, k: usize) -> Result<Vec<i64>, ApiError> {
-        counter::commit(&self.state, k)
+    /// Validates a request whose route waits for a batch (`Wait::Batch`) and stages
+    /// it; an error is the request's answer.
+    pub fn stage(&self, route: Route, req: &Request<'_>) -> Result<Staged, Error> {
+        if route.takes_json() {
+            json::check_content_type(req.content_type())?;
+        }
+        match route {
+            Route::CounterIncrement => Ok(Staged::Increment),
+            Route::SampleCreate => Ok(Staged::Sample(Box::new(samples::stage(&self.state, req)?))),
+            _ => Err(ApiError::Internal(format!("{route:?} is not committed in batches")).into()),
+        }
     }
 
-    /// Whether an upload may start; see `files::admit`.
-    pub fn admit_upload(&self, req: &Request<'_>) -> Result<Admitted, Error> {
+    /// Commits a batch of staged requests of one lane, in order; one outcome each.
+    pub fn commit<'a>(&self, lane: Lane, items: impl ExactSizeIterator<Item = &'a Staged>) -> Outcomes {
+        match lane {
+            Lane::Counter => {
+                let n = items.len();
+                Ok(counter::commit(&self.state, n)?.into_iter().map(Ok).collect())
+            }
+            Lane::Samples => {
+                let mut samples = Vec::with_capacity(items.len());
+                for item in items {
+                    match item {
+                        Staged::Sample(s) => samples.push(&**s),
+                        Staged::Increment => {
+                            return Err(ApiError::Internal("an increment on the samples lane".into()))
+                        }
+                    }
+                }
+                samples::commit(&self.state, &samples)
+            }
+        }
+    }
+
+    /// Whether an upload may start, and where its body goes; see `files::admit`.
+    pub fn admit_upload(&self, req: &Request<'_>) -> Result<UploadBody, Error> {
         files::admit(&self.state, req)
     }
 
     /// Stores a complete upload and records it; the response body goes into `out`.
-    pub fn finish_upload(
-        &self,
-        incoming: crate::transfer::Incoming,
-        out: &mut Vec<u8>,
-    ) -> Result<Reply, Error> {
-        files::finish(&self.state, incoming, out)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn routes_resolve_with_404_405_and_400() {
-        assert_eq!(route(Method::Get, "/health"), Ok(Route::Health));
-        assert_eq!(route(Method::Head, "/health"), Ok(Route::Health));
-        assert_eq!(route(Method::Get, "/api/sample/42"), Ok(Route::SampleGet(42)));
-        assert!(matches!(route(Method::Get, "/nope"), Err(ApiError::NotFound)));
-        assert!(matches!(
-            route(Method::Post, "/health"),
-            Err(ApiError::MethodNotAllowed("GET, HEAD"))
-        ));
-        assert!(matches!(
-            route(Method::Get, "/auth/login"),
-            Err(ApiError::MethodNotAllowed("POST"))
-        ));
-        assert!(matches!(
-            route(Method::Get, "/api/sample/x1"),
-            Err(ApiError::Invalid(_))
-        ));
-        assert!(matches!(
-            route(Method::Get, "/api/sample/-1"),
-            Err(ApiError::Invalid(_))
-        ));
-        assert!(matches!(
-            route(Method::Get, "/api/sample/+1"),
-            Err(ApiError::Invalid(_))
-        ));
+    pub fn finish_upload(&self, body: UploadBody, out: &mut Vec<u8>) -> Result<Reply, Error> {
+        files::finish(&self.state, body, out)
     }
 }

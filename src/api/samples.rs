@@ -6,11 +6,12 @@
 //! may read every sample; the owner's name is part of the answer.
 
 use super::auth::{authenticate, note};
+use super::error::{ApiError, Error};
 use super::json::Fields;
-use super::tokens::{decode_hex, encode_hex};
-use super::{Reply, Request, State};
-use crate::db::DbError;
-use crate::error::{ApiError, Error};
+use super::request::{Reply, Request};
+use super::state::State;
+use crate::store::db::DbError;
+use crate::store::hex::{decode_hex, encode_hex};
 use postgres::Row;
 use time::format_description::well_known::Rfc3339;
 use time::macros::format_description;
@@ -34,7 +35,23 @@ fn parse_timestamp(s: &str) -> Option<OffsetDateTime> {
         .map(|d| d.midnight().assume_utc())
 }
 
-pub fn create(st: &State, req: &Request<'_>, out: &mut Vec<u8>) -> Result<Reply, Error> {
+/// A validated sample waiting for its batch's INSERT.
+pub struct NewSample {
+    user_id: i64,
+    md5: [u8; 16],
+    taken_at: OffsetDateTime,
+    latitude: f64,
+    longitude: f64,
+    altitude: f64,
+    metadata: i32,
+    flora: Vec<String>,
+    fauna: Vec<String>,
+    calls: Vec<String>,
+}
+
+/// POST /api/sample, first half: authenticates and validates the request (401,
+/// 400 with every bad field), leaving the row to be inserted with its batch.
+pub fn stage(st: &State, req: &Request<'_>) -> Result<NewSample, Error> {
     let (who, _) = authenticate(st, req)?;
     let mut f = Fields::parse(
         req.body,
@@ -74,41 +91,146 @@ pub fn create(st: &State, req: &Request<'_>, out: &mut Vec<u8>) -> Result<Reply,
     let fauna = f.strings("fauna", MAX_ITEMS, MAX_ITEM_BYTES);
     let calls = f.strings("calls", MAX_ITEMS, MAX_ITEM_BYTES);
     f.finish()?;
-    let (Some(taken_at), Some(lat), Some(lon), Some(alt), Some(meta), Some(flora), Some(fauna), Some(calls)) = (
+    let (
+        Some(taken_at),
+        Some(latitude),
+        Some(longitude),
+        Some(altitude),
+        Some(metadata),
+        Some(flora),
+        Some(fauna),
+        Some(calls),
+    ) = (
         taken_at, latitude, longitude, altitude, metadata, flora, fauna, calls,
-    ) else {
+    )
+    else {
         return Err(ApiError::Internal("validated fields missing".into()).into());
     };
+    Ok(NewSample {
+        user_id: who.user_id,
+        md5,
+        taken_at,
+        latitude,
+        longitude,
+        altitude,
+        metadata,
+        flora,
+        fauna,
+        calls,
+    })
+}
 
-    let mut pooled = st.db.get()?;
-    let db = &mut *pooled;
-    let row = db
-        .client
-        .query_one(
-            &db.st.insert_sample,
-            &[
-                &who.user_id,
-                &&md5[..],
-                &taken_at,
-                &lat,
-                &lon,
-                &alt,
-                &meta,
-                &flora,
-                &fauna,
-                &calls,
-            ],
-        )
-        .map_err(|e| match DbError::from(e) {
-            DbError::Conflict(_) => ApiError::Conflict("a sample with this img_md5 exists"),
-            other => {
-                st.db.note(&other);
-                other.into()
+/// The answer to a duplicate `img_md5`.
+const DUPLICATE: ApiError = ApiError::Conflict("a sample with this img_md5 exists");
+
+/// Inserts a batch of samples with one multi-row INSERT and returns each one's
+/// own outcome, in order: its new id, or 409 when its `img_md5` already exists
+/// (in the table or earlier in the same batch), without failing the others. A
+/// database that is down fails the whole batch (503: nothing of it was stored).
+/// Any other failure of a batch of several is retried one sample at a time, so a
+/// row the database refuses fails only its own request.
+pub fn commit(st: &State, items: &[&NewSample]) -> Result<Vec<Result<i64, ApiError>>, ApiError> {
+    // The first sample of each md5 goes to the INSERT; later ones in the batch are
+    // duplicates of it whatever the database says.
+    let mut first_of: std::collections::HashMap<[u8; 16], usize> = Default::default();
+    let mut rows = Vec::with_capacity(items.len());
+    for (i, s) in items.iter().enumerate() {
+        if let std::collections::hash_map::Entry::Vacant(e) = first_of.entry(s.md5) {
+            e.insert(i);
+            rows.push(row_json(s)?);
+        }
+    }
+    let inserted = {
+        let mut pooled = st.db.get()?;
+        let db = &mut *pooled;
+        db.client
+            .query(&db.st.insert_samples, &[&serde_json::Value::Array(rows)])
+            .map_err(DbError::from)
+    };
+    let inserted = match inserted {
+        Ok(rows) => rows,
+        Err(e @ DbError::Unavailable(_)) => {
+            st.db.note(&e);
+            return Err(e.into());
+        }
+        Err(e) if items.len() > 1 => {
+            tracing::warn!(
+                "a batch of {} samples failed ({e}); inserting one at a time",
+                items.len()
+            );
+            let mut each = Vec::with_capacity(items.len());
+            for item in items {
+                let one = commit(st, &[item]).and_then(|mut r| {
+                    r.pop()
+                        .ok_or_else(|| ApiError::Internal("no outcome for a sample".into()))
+                });
+                each.push(one.and_then(|r| r));
             }
-        })?;
-    let id: i64 = row.get(0);
-    serde_json::to_writer(out, &serde_json::json!({ "id": id }))
+            return Ok(each);
+        }
+        Err(e) => return Err(sample_error(st, e)),
+    };
+    let mut ids: std::collections::HashMap<[u8; 16], i64> = Default::default();
+    for row in &inserted {
+        let md5: &[u8] = row.try_get(1).map_err(|e| ApiError::Internal(e.to_string()))?;
+        let id: i64 = row.try_get(0).map_err(|e| ApiError::Internal(e.to_string()))?;
+        let md5: [u8; 16] = md5
+            .try_into()
+            .map_err(|_| ApiError::Internal("image_md5 is not 16 bytes".into()))?;
+        ids.insert(md5, id);
+    }
+    Ok(items
+        .iter()
+        .enumerate()
+        .map(|(i, s)| match ids.get(&s.md5) {
+            Some(id) if first_of.get(&s.md5) == Some(&i) => Ok(*id),
+            _ => Err(DUPLICATE),
+        })
+        .collect())
+}
+
+/// What a single sample's failure means to its client.
+fn sample_error(st: &State, e: DbError) -> ApiError {
+    match e {
+        DbError::Conflict(_) => DUPLICATE,
+        other => {
+            st.db.note(&other);
+            if let DbError::Other(ref detail) = other {
+                tracing::error!("sample insert failed: {detail}");
+            }
+            other.into()
+        }
+    }
+}
+
+/// One sample as a row of the batch INSERT's `jsonb_to_recordset` (see
+/// `sql::INSERT_SAMPLES`).
+fn row_json(s: &NewSample) -> Result<serde_json::Value, ApiError> {
+    let taken_at = s
+        .taken_at
+        .format(&Rfc3339)
         .map_err(|e| ApiError::Internal(e.to_string()))?;
+    Ok(serde_json::json!({
+        "user_id": s.user_id,
+        "img_md5": encode_hex(&s.md5),
+        "taken_at": taken_at,
+        "latitude": s.latitude,
+        "longitude": s.longitude,
+        "altitude": s.altitude,
+        "metadata": s.metadata,
+        "flora": s.flora,
+        "fauna": s.fauna,
+        "calls": s.calls,
+    }))
+}
+
+/// POST /api/sample, second half: answers with what the batch gave this sample.
+pub fn created(committed: Option<Result<i64, ApiError>>, out: &mut Vec<u8>) -> Result<Reply, Error> {
+    let committed = committed
+        .ok_or_else(|| ApiError::Internal("a sample was answered before its batch committed".into()))?;
+    out.extend_from_slice(br#"{"id":"#);
+    out.extend_from_slice(itoa::Buffer::new().format(committed?).as_bytes());
+    out.push(b'}');
     Ok(Reply::json(201))
 }
 

@@ -6,6 +6,7 @@
 //! removes the entry (revocation by another server process is seen when the entry
 //! expires from this one: entries live at most `MAX_CACHE_AGE`).
 
+use crate::store::hex::{decode_hex, encode_hex};
 use parking_lot::Mutex;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
@@ -37,15 +38,8 @@ pub fn tier_code(tier: &str) -> u8 {
 pub fn generate() -> Result<(String, TokenHash), String> {
     let mut raw = [0u8; 32];
     getrandom::getrandom(&mut raw).map_err(|e| format!("os rng: {e}"))?;
-    let mut hex = String::with_capacity(64);
-    for b in raw {
-        hex.push(char::from(HEX[usize::from(b >> 4)]));
-        hex.push(char::from(HEX[usize::from(b & 15)]));
-    }
-    Ok((hex, hash_raw(&raw)))
+    Ok((encode_hex(&raw), hash_raw(&raw)))
 }
-
-const HEX: &[u8; 16] = b"0123456789abcdef";
 
 fn hash_raw(raw: &[u8; 32]) -> TokenHash {
     Sha256::digest(raw).into()
@@ -61,28 +55,6 @@ pub fn from_header(value: &str) -> Option<TokenHash> {
     let mut raw = [0u8; 32];
     decode_hex(token.trim().as_bytes(), &mut raw)?;
     Some(hash_raw(&raw))
-}
-
-/// Decodes exactly `out.len() * 2` hex digits (either case) into `out`.
-pub fn decode_hex(hex: &[u8], out: &mut [u8]) -> Option<()> {
-    if hex.len() != out.len() * 2 {
-        return None;
-    }
-    for (i, pair) in hex.chunks_exact(2).enumerate() {
-        let hi = (pair[0] as char).to_digit(16)?;
-        let lo = (pair[1] as char).to_digit(16)?;
-        out[i] = (hi * 16 + lo) as u8;
-    }
-    Some(())
-}
-
-/// Lowercase hex of `bytes`.
-pub fn encode_hex(bytes: &[u8]) -> String {
-    bytes
-        .iter()
-        .flat_map(|b| [HEX[usize::from(b >> 4)], HEX[usize::from(b & 15)]])
-        .map(char::from)
-        .collect()
 }
 
 #[derive(Clone, Copy)]
@@ -142,12 +114,9 @@ impl TokenCache {
         self.map.lock().remove(hash);
     }
 
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.map.lock().len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }
 

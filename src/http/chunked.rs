@@ -65,11 +65,6 @@ impl ChunkedDecoder {
         self.state == State::Done
     }
 
-    /// Decoded bytes so far.
-    pub fn total(&self) -> u64 {
-        self.total
-    }
-
     /// Decodes from `input`, handing each run of body bytes to `sink`. Returns how many
     /// input bytes were consumed; it stops right after the last byte of the body, so
     /// anything after it (a pipelined request) is left alone.

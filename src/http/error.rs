@@ -2,7 +2,7 @@
 //!
 //! Every variant ends the connection: after a framing error the server cannot know
 //! where the next request would start. The status each maps to is decided in one
-//! place, `crate::error::Error::status`.
+//! place, `crate::api::error::Error::status`, outside this layer.
 
 use std::fmt;
 

@@ -96,8 +96,6 @@ pub struct Head {
     pub path: Span,
     /// The query after `?`, when there is one.
     pub query: Option<Span>,
-    /// 0 for HTTP/1.0, 1 for HTTP/1.1.
-    pub minor_version: u8,
     /// Bytes the head took, including skipped empty lines before it.
     pub len: usize,
     pub framing: Framing,
@@ -165,7 +163,6 @@ pub fn parse_head(buf: &[u8], limits: &Limits) -> Result<Option<Head>, HttpError
         method,
         path: Span::within(buf, path.as_bytes()),
         query: query.map(|q| Span::within(buf, q.as_bytes())),
-        minor_version,
         len: total,
         framing: Framing::None,
         keep_alive: minor_version == 1,

@@ -2,11 +2,21 @@
 //! line (in the spirit of the C server's): clients, busy workers, tasks by kind,
 //! mean task time and load.
 
-use crate::api::Kind;
 use std::io::Write;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+/// Coarse groups of routes, for the status line's "requests by kind".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Health,
+    Auth,
+    Sample,
+    File,
+    Counter,
+    Event,
+}
 
 #[derive(Default)]
 pub struct Stats {
@@ -29,6 +39,11 @@ pub struct Stats {
     /// Connections refused at the connection limit.
     pub rejected: AtomicU64,
     pub timeouts: AtomicU64,
+    /// Panics caught while serving a connection; each cost that connection only.
+    pub panics: AtomicU64,
+    /// Requests dropped unserved because their client had gone while they waited
+    /// (a password hash nobody would receive).
+    pub abandoned: AtomicU64,
 }
 
 impl Stats {
@@ -85,7 +100,7 @@ pub fn status_line_loop(
         let load = d[1] as f64 / 1e9 / secs / threads as f64 * 100.0;
         let _ = writeln!(
             std::io::stderr().lock(),
-            "clients {:>5} | busy {:>2}/{} | queue {:>4} | req/s health {:>6.0} auth {:>5.0} sample {:>5.0} file {:>5.0} counter {:>6.0} event {:>6.0} rejected {:>4.0} | mean task {:>7.1} us | load {:>5.1}%",
+            "clients {:>5} | busy {:>2}/{} | queue {:>4} | req/s health {:>6.0} auth {:>5.0} sample {:>5.0} file {:>5.0} counter {:>6.0} event {:>6.0} rejected {:>4.0} | mean task {:>7.1} us | load {:>5.1}% | panics {}",
             clients(),
             stats.busy.load(Relaxed),
             threads,
@@ -99,6 +114,7 @@ pub fn status_line_loop(
             d[5] as f64 / secs,
             mean_us,
             load.min(100.0),
+            stats.panics.load(Relaxed),
         );
     }
 }

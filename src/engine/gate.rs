@@ -31,7 +31,8 @@ impl<T> Gate<T> {
     }
 
     /// Takes a permit, or hands `item` back to be parked with `park`.
-    pub fn try_acquire(&self, item: T) -> Result<T, T> {
+    #[cfg(test)]
+    fn try_acquire(&self, item: T) -> Result<T, T> {
         let mut inner = self.inner.lock();
         if inner.available > 0 && inner.parked.is_empty() {
             inner.available -= 1;
@@ -69,7 +70,8 @@ impl<T> Gate<T> {
     }
 
     /// Number of parked items.
-    pub fn parked(&self) -> usize {
+    #[cfg(test)]
+    fn parked(&self) -> usize {
         self.inner.lock().parked.len()
     }
 

@@ -34,11 +34,19 @@ WHERE t.token_hash = $1 AND t.revoked_at IS NULL AND t.expires_at > now()";
 pub const REVOKE_TOKEN: &str =
     "UPDATE api_tokens SET revoked_at = now() WHERE token_hash = $1 AND revoked_at IS NULL";
 
-/// $1 user, $2 md5, $3 taken_at, $4 lat, $5 lon, $6 alt, $7 metadata, $8 flora, $9 fauna, $10 calls.
-pub const INSERT_SAMPLE: &str = "\
+/// Inserts a batch of samples: $1 is a JSON array of objects with the keys of the
+/// column list below (img_md5 as hex, taken_at as RFC 3339, the arrays as JSON
+/// arrays of strings). A sample whose image_md5 exists already is skipped, so the
+/// caller learns which were inserted from the returned md5s.
+pub const INSERT_SAMPLES: &str = "\
 INSERT INTO samples (user_id, image_md5, taken_at, latitude, longitude, altitude, metadata, flora, fauna, calls)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
-RETURNING id";
+SELECT r.user_id, decode(r.img_md5, 'hex'), r.taken_at, r.latitude, r.longitude, r.altitude, r.metadata,
+       r.flora, r.fauna, r.calls
+FROM jsonb_to_recordset($1::jsonb) AS r(user_id bigint, img_md5 text, taken_at timestamptz,
+     latitude double precision, longitude double precision, altitude double precision,
+     metadata integer, flora text[], fauna text[], calls text[])
+ON CONFLICT (image_md5) DO NOTHING
+RETURNING id, image_md5";
 
 const SAMPLE_COLUMNS: &str = "s.id, s.image_md5, s.taken_at, s.latitude, s.longitude, s.altitude, \
 s.metadata, s.flora, s.fauna, s.calls, s.created_at, u.username, \

@@ -8,8 +8,7 @@
 //! reconnecting in the background, which is how the server recovers by itself.
 //! SQL text lives in `sql.rs`; what the rows mean lives in `api/`.
 
-pub mod sql;
-
+use super::sql;
 use parking_lot::Mutex;
 use postgres::{Client, NoTls, Statement};
 use r2d2::{ManageConnection, PooledConnection};
@@ -67,7 +66,7 @@ pub struct Statements {
     pub insert_token: Statement,
     pub lookup_token: Statement,
     pub revoke_token: Statement,
-    pub insert_sample: Statement,
+    pub insert_samples: Statement,
     pub get_sample: Statement,
     pub list_samples: Statement,
     pub ping: Statement,
@@ -85,7 +84,7 @@ impl Statements {
             insert_token: c.prepare(sql::INSERT_TOKEN)?,
             lookup_token: c.prepare(sql::LOOKUP_TOKEN)?,
             revoke_token: c.prepare(sql::REVOKE_TOKEN)?,
-            insert_sample: c.prepare(sql::INSERT_SAMPLE)?,
+            insert_samples: c.prepare(sql::INSERT_SAMPLES)?,
             get_sample: c.prepare(&sql::get_sample())?,
             list_samples: c.prepare(&sql::list_samples())?,
             ping: c.prepare(sql::PING)?,
@@ -188,6 +187,13 @@ impl Db {
             }
             DbError::Unavailable(e.to_string())
         })
+    }
+
+    /// Whether every connection of the pool is open (start-up opens them in the
+    /// background; until then the pool is still connecting and allocating).
+    pub fn is_filled(&self) -> bool {
+        let state = self.pool.state();
+        state.connections == self.pool.max_size()
     }
 
     /// Records that a query failed because the database went away, so later checkouts

@@ -37,7 +37,8 @@ impl BufferPool {
         let _ = self.free.push(buf);
     }
 
-    pub fn idle(&self) -> usize {
+    #[cfg(test)]
+    fn idle(&self) -> usize {
         self.free.len()
     }
 }

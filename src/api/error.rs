@@ -5,9 +5,9 @@
 //! database); [`Error::status`] is the only function that maps them to a status, and
 //! [`Error::write_body`] the only one that renders the `{"error","detail"}` body.
 
-use crate::db::DbError;
+use crate::http::error::HttpError;
 use crate::http::response::{encode, ResponseHead};
-use crate::http::HttpError;
+use crate::store::db::DbError;
 use std::fmt;
 
 /// Failures of a well-formed request.
@@ -32,6 +32,9 @@ pub enum ApiError {
     Overloaded,
     /// A bug or an unexpected database answer; logged, never shown in detail.
     Internal(String),
+    /// Serving the request panicked (a bug); holds the panic message. The connection
+    /// is closed after the 500: whatever the panic interrupted is not trusted.
+    Panicked(String),
 }
 
 impl From<DbError> for ApiError {
@@ -90,15 +93,16 @@ impl Error {
                 ApiError::Conflict(_) => 409,
                 ApiError::UnsupportedMediaType(_) => 415,
                 ApiError::Unavailable | ApiError::Overloaded => 503,
-                ApiError::Internal(_) => 500,
+                ApiError::Internal(_) | ApiError::Panicked(_) => 500,
             },
         }
     }
 
     /// Whether the connection must close after the response. Every protocol error
-    /// does: the server no longer knows where the next request starts.
+    /// does (the server no longer knows where the next request starts), and so does
+    /// a panic.
     pub fn closes_connection(&self) -> bool {
-        matches!(self, Error::Http(_))
+        matches!(self, Error::Http(_) | Error::Api(ApiError::Panicked(_)))
     }
 
     /// The extra header field the response must carry, if any.
@@ -156,7 +160,7 @@ impl Error {
                 ApiError::UnsupportedMediaType(d) => d,
                 ApiError::Unavailable => "database unavailable, retry shortly",
                 ApiError::Overloaded => "server at its connection limit, retry shortly",
-                ApiError::Internal(_) => "internal error",
+                ApiError::Internal(_) | ApiError::Panicked(_) => "internal error",
             },
         };
         // Serialising two strings into a Vec cannot fail.
@@ -198,6 +202,7 @@ impl fmt::Display for Error {
         match self {
             Error::Http(e) => write!(f, "{e}"),
             Error::Api(ApiError::Internal(e)) => write!(f, "internal: {e}"),
+            Error::Api(ApiError::Panicked(e)) => write!(f, "panicked: {e}"),
             Error::Api(e) => write!(f, "{e:?}"),
         }
     }
@@ -208,9 +213,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn protocol_errors_close_and_api_errors_do_not() {
+    fn protocol_errors_and_panics_close_and_api_errors_do_not() {
         assert!(Error::from(HttpError::BadRequest("x")).closes_connection());
+        assert!(Error::from(ApiError::Panicked("bug".into())).closes_connection());
         assert!(!Error::from(ApiError::NotFound).closes_connection());
+        assert_eq!(Error::from(ApiError::Panicked("bug".into())).status(), 500);
     }
 
     #[test]

@@ -8,6 +8,7 @@
 //! bytes twice are stored once. An `Upload` dropped before `commit` removes its temp
 //! file. Which user uploaded what lives in the database, not here.
 
+use super::hex::encode_hex;
 use md5::{Digest, Md5};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -51,7 +52,7 @@ impl Store {
 
     /// Where the file with this MD5 lives (whether or not it exists).
     pub fn path_of(&self, md5: &[u8; 16]) -> PathBuf {
-        let hex = crate::api::encode_hex(md5);
+        let hex = encode_hex(md5);
         self.files.join(&hex[0..2]).join(&hex[2..4]).join(hex)
     }
 
@@ -66,7 +67,7 @@ impl Store {
     pub fn begin(&self) -> io::Result<Upload> {
         let mut name = [0u8; 12];
         getrandom::getrandom(&mut name).map_err(io::Error::other)?;
-        let path = self.tmp.join(format!("{}.part", crate::api::encode_hex(&name)));
+        let path = self.tmp.join(format!("{}.part", encode_hex(&name)));
         let file = OpenOptions::new().write(true).create_new(true).open(&path)?;
         Ok(Upload {
             file,
@@ -77,8 +78,9 @@ impl Store {
         })
     }
 
-    /// Number of uploads in progress (temp files), for tests and diagnostics.
-    pub fn temp_files(&self) -> usize {
+    /// Number of uploads in progress (temp files).
+    #[cfg(test)]
+    fn temp_files(&self) -> usize {
         fs::read_dir(&self.tmp).map(|d| d.count()).unwrap_or(0)
     }
 }
@@ -99,10 +101,6 @@ impl Upload {
         self.md5.update(bytes);
         self.size += bytes.len() as u64;
         Ok(())
-    }
-
-    pub fn size(&self) -> u64 {
-        self.size
     }
 
     /// Makes the upload durable under its content address.
@@ -161,10 +159,7 @@ mod tests {
         a.write(b"hello ").expect("write");
         a.write(b"world").expect("write");
         let stored = a.commit(&store).expect("commit");
-        assert_eq!(
-            crate::api::encode_hex(&stored.md5),
-            "5eb63bbbe01eeed093cb22bb8f5acdc3"
-        );
+        assert_eq!(encode_hex(&stored.md5), "5eb63bbbe01eeed093cb22bb8f5acdc3");
         assert!(stored.new_copy);
         assert_eq!(
             fs::read(store.path_of(&stored.md5)).expect("read"),

@@ -1,0 +1,62 @@
+//! What a handler receives ([`Request`]: a parsed head, the bytes it points into and
+//! the whole body) and what it answers ([`Reply`]). Handlers never see more of the
+//! connection than this.
+
+use super::error::ApiError;
+use crate::http::parse::Head;
+
+/// A complete request as handlers see it.
+pub struct Request<'b> {
+    pub head: &'b Head,
+    /// The bytes the head's spans point into.
+    pub buf: &'b [u8],
+    pub body: &'b [u8],
+    /// For a request whose route waits for a batch (see `route::Wait::Batch`): what
+    /// the commit of its batch gave it: the counter value or the new row's id, or
+    /// the error that is this request's alone (a duplicate) or its whole batch's.
+    pub committed: Option<Result<i64, ApiError>>,
+}
+
+impl Request<'_> {
+    pub fn query(&self) -> &str {
+        self.head.query.map(|q| q.str(self.buf)).unwrap_or("")
+    }
+
+    pub fn authorization(&self) -> Option<&str> {
+        self.head.authorization.map(|a| a.str(self.buf))
+    }
+
+    pub fn content_type(&self) -> Option<&str> {
+        self.head.content_type.map(|c| c.str(self.buf))
+    }
+}
+
+/// What a handler answers; the body is in the buffer it was given, unless `file`
+/// holds a stored file (and its size) to stream after the head.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub content_type: Option<&'static str>,
+    pub header: Option<(&'static str, String)>,
+    pub file: Option<(std::fs::File, u64)>,
+}
+
+impl Reply {
+    pub const fn json(status: u16) -> Reply {
+        Reply {
+            status,
+            content_type: Some("application/json"),
+            header: None,
+            file: None,
+        }
+    }
+
+    pub const fn empty(status: u16) -> Reply {
+        Reply {
+            status,
+            content_type: None,
+            header: None,
+            file: None,
+        }
+    }
+}

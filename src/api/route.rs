@@ -1,0 +1,218 @@
+//! The route table, and route policy as data: [`Api::plan`](super::Api::plan)
+//! answers, from the request head alone, everything the connection driver must know
+//! before it reads a body or runs a handler ([`Plan`]), so the driver never matches
+//! on routes itself.
+
+use super::error::ApiError;
+use crate::http::parse::Method;
+use crate::obs::stats::Kind;
+use crate::store::hex::decode_hex;
+
+/// A resolved route, with its path parameters. Opaque to the connection driver,
+/// which only hands it back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    Health,
+    Ready,
+    AuthCreate,
+    AuthLogin,
+    AuthLogout,
+    SampleCreate,
+    SampleGet(i64),
+    SampleList,
+    FileUpload,
+    FileGet([u8; 16]),
+    CounterIncrement,
+    CounterGet,
+    EventPost,
+    EventStats,
+    /// GET /debug/panic, routed only with `--inject-panics`: its handler panics, so
+    /// tests can show that a panic costs one connection and not a worker.
+    InjectedPanic,
+}
+
+/// What a request must wait for before its handler runs. Waiting never holds a
+/// worker: the connection itself waits, its request still in its buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wait {
+    /// Nothing: the handler runs at once.
+    Nothing,
+    /// A permit of the password-hashing gate (argon2 is costly; the gate bounds how
+    /// many hashes run at once).
+    HashPermit,
+    /// The commit of a group-commit batch on this lane: the request is staged
+    /// (`Api::stage`), committed with others (`Api::commit`), then answered.
+    Batch(Lane),
+}
+
+/// A group-commit lane: requests of one lane are committed together.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lane {
+    Counter,
+    Samples,
+}
+
+impl Lane {
+    pub const ALL: [Lane; 2] = [Lane::Counter, Lane::Samples];
+
+    /// Position in [`Lane::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// Where a request's body goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyUse {
+    /// Buffered whole (at most `body_limit` bytes) and handed to the handler.
+    Buffered,
+    /// Streamed to disk as it arrives (`Api::admit_upload`), never buffered whole.
+    Streamed,
+}
+
+/// Everything the connection driver needs to know about a request from its head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Plan {
+    pub route: Route,
+    /// Most body bytes the request may carry; a Content-Length over it was refused.
+    pub body_limit: u64,
+    pub body: BodyUse,
+    pub wait: Wait,
+    /// How the request is counted.
+    pub kind: Kind,
+}
+
+impl Route {
+    pub fn kind(self) -> Kind {
+        match self {
+            Route::Health | Route::Ready | Route::InjectedPanic => Kind::Health,
+            Route::AuthCreate | Route::AuthLogin | Route::AuthLogout => Kind::Auth,
+            Route::SampleCreate | Route::SampleGet(_) | Route::SampleList => Kind::Sample,
+            Route::FileUpload | Route::FileGet(_) => Kind::File,
+            Route::CounterIncrement | Route::CounterGet => Kind::Counter,
+            Route::EventPost | Route::EventStats => Kind::Event,
+        }
+    }
+
+    /// What the request waits for before its handler runs.
+    pub fn wait(self) -> Wait {
+        match self {
+            Route::AuthCreate | Route::AuthLogin => Wait::HashPermit,
+            Route::CounterIncrement => Wait::Batch(Lane::Counter),
+            Route::SampleCreate => Wait::Batch(Lane::Samples),
+            _ => Wait::Nothing,
+        }
+    }
+
+    /// Whether the route takes a JSON body.
+    pub fn takes_json(self) -> bool {
+        matches!(
+            self,
+            Route::AuthCreate | Route::AuthLogin | Route::SampleCreate | Route::EventPost
+        )
+    }
+}
+
+/// Resolves method and path to a route: 404 for an unknown path, 405 with `Allow` for a
+/// known path and another method, 400 for a malformed path parameter.
+pub fn route(method: Method, path: &str) -> Result<Route, ApiError> {
+    const GET: &str = "GET, HEAD";
+    const POST: &str = "POST";
+    let is_get = matches!(method, Method::Get | Method::Head);
+    let is_post = method == Method::Post;
+    let (route, allow, ok) = match path {
+        "/health" => (Route::Health, GET, is_get),
+        "/ready" => (Route::Ready, GET, is_get),
+        "/auth/create" => (Route::AuthCreate, POST, is_post),
+        "/auth/login" => (Route::AuthLogin, POST, is_post),
+        "/auth/logout" => (Route::AuthLogout, POST, is_post),
+        "/api/sample" => (Route::SampleCreate, POST, is_post),
+        "/api/samples" => (Route::SampleList, GET, is_get),
+        "/api/file" => (Route::FileUpload, POST, is_post),
+        "/api/v1/counter" => {
+            return match method {
+                Method::Post => Ok(Route::CounterIncrement),
+                Method::Get | Method::Head => Ok(Route::CounterGet),
+                _ => Err(ApiError::MethodNotAllowed("GET, HEAD, POST")),
+            }
+        }
+        "/event" => (Route::EventPost, POST, is_post),
+        "/stats" => (Route::EventStats, GET, is_get),
+        _ => {
+            let parsed = if let Some(id) = path.strip_prefix("/api/sample/") {
+                parse_id(id).map(Route::SampleGet)
+            } else if let Some(md5) = path.strip_prefix("/api/file/") {
+                parse_md5(md5).map(Route::FileGet)
+            } else {
+                return Err(ApiError::NotFound);
+            };
+            if !is_get {
+                return Err(ApiError::MethodNotAllowed(GET));
+            }
+            return parsed;
+        }
+    };
+    if ok {
+        Ok(route)
+    } else {
+        Err(ApiError::MethodNotAllowed(allow))
+    }
+}
+
+fn parse_id(s: &str) -> Result<i64, ApiError> {
+    match s.parse::<i64>() {
+        Ok(id) if id > 0 && s.bytes().all(|b| b.is_ascii_digit()) => Ok(id),
+        _ => Err(ApiError::Invalid("id must be a positive integer".into())),
+    }
+}
+
+fn parse_md5(s: &str) -> Result<[u8; 16], ApiError> {
+    let mut md5 = [0u8; 16];
+    decode_hex(s.as_bytes(), &mut md5)
+        .map(|()| md5)
+        .ok_or_else(|| ApiError::Invalid("md5 must be 32 hexadecimal digits".into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_resolve_with_404_405_and_400() {
+        assert_eq!(route(Method::Get, "/health"), Ok(Route::Health));
+        assert_eq!(route(Method::Head, "/health"), Ok(Route::Health));
+        assert_eq!(route(Method::Get, "/api/sample/42"), Ok(Route::SampleGet(42)));
+        assert!(matches!(route(Method::Get, "/nope"), Err(ApiError::NotFound)));
+        assert!(matches!(
+            route(Method::Post, "/health"),
+            Err(ApiError::MethodNotAllowed("GET, HEAD"))
+        ));
+        assert!(matches!(
+            route(Method::Get, "/auth/login"),
+            Err(ApiError::MethodNotAllowed("POST"))
+        ));
+        assert!(matches!(
+            route(Method::Get, "/api/sample/x1"),
+            Err(ApiError::Invalid(_))
+        ));
+        assert!(matches!(
+            route(Method::Get, "/api/sample/-1"),
+            Err(ApiError::Invalid(_))
+        ));
+        assert!(matches!(
+            route(Method::Get, "/api/sample/+1"),
+            Err(ApiError::Invalid(_))
+        ));
+        assert!(matches!(
+            route(Method::Get, "/debug/panic"),
+            Err(ApiError::NotFound)
+        ));
+    }
+
+    #[test]
+    fn lanes_index_their_table() {
+        for (i, lane) in Lane::ALL.iter().enumerate() {
+            assert_eq!(lane.index(), i);
+        }
+    }
+}

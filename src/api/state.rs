@@ -1,0 +1,42 @@
+//! [`State`]: everything handlers share, built once at start-up from the config
+//! (schema applied, pool created, data directory opened).
+
+use super::passwords::Passwords;
+use super::tokens::TokenCache;
+use crate::config::Config;
+use crate::store::db::{self, Db};
+use crate::store::events::Events;
+use crate::store::files::Store;
+
+/// Everything handlers share.
+pub struct State {
+    pub config: Config,
+    pub db: Db,
+    pub store: Store,
+    pub events: Events,
+    pub tokens: TokenCache,
+    pub passwords: Passwords,
+}
+
+impl State {
+    /// Applies the schema (waiting for the database up to `db_startup_wait`), then
+    /// builds the pool without waiting for its connections, the password hasher and
+    /// the data directory.
+    pub fn open(config: &Config) -> Result<State, String> {
+        db::apply_schema(&config.database_url, config.db_startup_wait)
+            .map_err(|e| format!("cannot apply schema.sql: {e}"))?;
+        let db = Db::new(&config.database_url, config.db_pool_size, config.db_timeout)
+            .map_err(|e| e.to_string())?;
+        let passwords = Passwords::new(config.argon2_memory_kib, config.argon2_iterations)?;
+        let store = Store::open(&config.data_dir)
+            .map_err(|e| format!("cannot use data directory {}: {e}", config.data_dir.display()))?;
+        Ok(State {
+            store,
+            events: Events::default(),
+            tokens: TokenCache::new(config.token_cache_size),
+            passwords,
+            db,
+            config: config.clone(),
+        })
+    }
+}

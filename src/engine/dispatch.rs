@@ -1,0 +1,413 @@
+//! The one dispatch path of every request in a connection's buffered bytes: parse
+//! the head, `plan` it with the API, frame its body, wait if its plan says so
+//! (hashing permit, group commit), run the handler, encode the response.
+//!
+//! [`Dispatcher::process`] works on bytes that are already read; it never touches
+//! the socket. It returns how many bytes it used and why it stopped ([`Step`]); the
+//! driver reads more, writes what it encoded, hands a waiting connection to the gate
+//! or a batcher, or closes. Route policy comes from [`Plan`]: nothing here matches
+//! on routes. Every call into the API runs under [`guarded`], so a panic in a
+//! handler costs that request (500, then close), not the worker.
+
+use super::conn::{Conn, Grant, Phase};
+use super::shared::Shared;
+use super::transfer::{Incoming, Outgoing};
+use crate::api::error::{ApiError, Error};
+use crate::api::request::{Reply, Request};
+use crate::api::route::{BodyUse, Lane, Plan, Wait};
+use crate::api::{Api, Staged};
+use crate::http::body::Decoder;
+use crate::http::date::DateCache;
+use crate::http::error::HttpError;
+use crate::http::parse::{parse_head, Framing, Head, Limits, Method};
+use crate::http::response::{encode, encode_head, ResponseHead, CONTINUE};
+use crate::obs::stats::{Kind, Stats};
+use std::any::Any;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+
+/// Why processing the buffered bytes stopped.
+pub(crate) enum Step {
+    /// Every complete request is answered; what is left is part of the next one.
+    NeedMore,
+    /// A response that ends the connection was encoded.
+    Close,
+    /// The next request needs a hashing permit the connection does not hold.
+    NeedPermit,
+    /// The next request is staged for a group commit on this lane.
+    NeedBatch(Lane, Staged),
+}
+
+/// Runs an API call; a panic in it becomes [`ApiError::Panicked`] for this request
+/// alone (a 500, then the connection closes), and is counted.
+pub(crate) fn guarded<T>(stats: &Stats, f: impl FnOnce() -> Result<T, Error>) -> Result<T, Error> {
+    catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|payload| {
+        stats.panics.fetch_add(1, Relaxed);
+        Err(ApiError::Panicked(panic_message(&*payload)).into())
+    })
+}
+
+/// The message a panic was raised with, when it has one.
+pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "panic without a message".to_string()
+    }
+}
+
+/// Request processing state of one worker: the API handle and scratch buffers.
+pub(crate) struct Dispatcher {
+    shared: Arc<Shared>,
+    pub api: Api,
+    limits: Limits,
+    /// Responses of the current batch, written by the driver.
+    pub out: Vec<u8>,
+    /// Scratch for one response body.
+    body: Vec<u8>,
+    /// Scratch for one decoded chunked request body.
+    decoded: Vec<u8>,
+    date: DateCache,
+}
+
+impl Dispatcher {
+    pub fn new(shared: Arc<Shared>, api: Api) -> Dispatcher {
+        let cfg = &shared.config;
+        Dispatcher {
+            limits: Limits {
+                max_head_bytes: cfg.max_header_bytes,
+                max_headers: cfg.max_headers,
+            },
+            out: Vec::with_capacity(64 * 1024),
+            body: Vec::with_capacity(16 * 1024),
+            decoded: Vec::with_capacity(cfg.max_json_bytes),
+            date: DateCache::default(),
+            api,
+            shared,
+        }
+    }
+
+    /// Answers every complete request at the start of `buf`. Returns the bytes used
+    /// and why it stopped.
+    pub fn process(&mut self, conn: &mut Conn, buf: &[u8]) -> (usize, Step) {
+        let mut pos = 0;
+        loop {
+            if conn.is_uploading() {
+                // The only place body bytes reach an upload, whenever they arrive.
+                match self.feed_upload(conn, &buf[pos..]) {
+                    (used, Step::NeedMore) if !conn.is_uploading() => pos += used,
+                    (used, step) => return (pos + used, step),
+                }
+            }
+            if conn.is_sending() {
+                // Later pipelined requests wait until the download is sent.
+                return (pos, Step::NeedMore);
+            }
+            let rest = &buf[pos..];
+            if rest.is_empty() {
+                return (pos, Step::NeedMore);
+            }
+            let head = match parse_head(rest, &self.limits) {
+                Ok(Some(head)) => head,
+                Ok(None) => {
+                    conn.reading(false);
+                    return (pos, Step::NeedMore);
+                }
+                Err(e) => {
+                    self.fail(e.into(), false);
+                    return (pos, Step::Close);
+                }
+            };
+            let head_only = head.method == Method::Head;
+            let (plan, limit) = match self.api.plan(&head, rest) {
+                Ok(plan) => (Ok(plan), plan.body_limit),
+                Err(e) if e.closes_connection() || !self.can_skip_body(&head) => {
+                    // A body that is not read cannot be skipped: answer now and close,
+                    // instead of buffering what may never fit or never come.
+                    self.fail(e, head_only);
+                    return (pos, Step::Close);
+                }
+                Err(e) => (Err(e), self.api.unrouted_body_limit()),
+            };
+            let close = !head.keep_alive || self.shared.is_shutting_down();
+
+            if let Some(plan) = plan.as_ref().ok().filter(|p| p.body == BodyUse::Streamed) {
+                let req = Request {
+                    head: &head,
+                    buf: rest,
+                    body: &[],
+                    committed: None,
+                };
+                if let Err(e) = self.start_upload(conn, &req, plan, close) {
+                    self.fail(e, head_only);
+                    return (pos, Step::Close);
+                }
+                pos += head.len;
+                continue;
+            }
+
+            let mut decoded = std::mem::take(&mut self.decoded);
+            let end = match frame_body(&head, rest, limit, &mut decoded) {
+                Ok(Some(end)) => end,
+                Ok(None) => {
+                    self.decoded = decoded;
+                    conn.reading(true);
+                    if head.expect_continue && conn.take_continue() {
+                        self.out.extend_from_slice(CONTINUE);
+                    }
+                    return (pos, Step::NeedMore);
+                }
+                Err(e) => {
+                    self.decoded = decoded;
+                    self.fail(e.into(), head_only);
+                    return (pos, Step::Close);
+                }
+            };
+            let body: &[u8] = match head.framing {
+                Framing::Chunked => &decoded,
+                Framing::Length(_) => &rest[head.len..end],
+                Framing::None => &[],
+            };
+            let mut req = Request {
+                head: &head,
+                buf: rest,
+                body,
+                committed: None,
+            };
+
+            let (sent, closes) = match plan {
+                Err(e) => {
+                    self.count(None);
+                    self.reply(Err(e), close, head_only)
+                }
+                Ok(plan) => {
+                    // A request that must wait stays buffered: for a hashing permit,
+                    // or for the group commit it is staged for.
+                    let mut permit = None;
+                    match (plan.wait, conn.take_grant()) {
+                        (Wait::Nothing, _) => {}
+                        (Wait::HashPermit, Some(Grant::Permit(p))) => permit = Some(p),
+                        (Wait::HashPermit, _) => {
+                            self.decoded = decoded;
+                            conn.reading(true);
+                            return (pos, Step::NeedPermit);
+                        }
+                        (Wait::Batch(_), Some(Grant::Committed(result))) => req.committed = Some(result),
+                        (Wait::Batch(lane), _) => {
+                            let stats = &self.shared.stats;
+                            let api = &self.api;
+                            match guarded(stats, || api.stage(plan.route, &req)) {
+                                Ok(staged) => {
+                                    self.decoded = decoded;
+                                    conn.reading(true);
+                                    return (pos, Step::NeedBatch(lane, staged));
+                                }
+                                Err(e) => {
+                                    // Refused before it was staged (401, 400, ...).
+                                    self.count(Some(plan.kind));
+                                    let replied = self.reply(Err(e), close, head_only);
+                                    self.decoded = decoded;
+                                    pos += end;
+                                    conn.request_done();
+                                    if replied.1 {
+                                        return (pos, Step::Close);
+                                    }
+                                    continue;
+                                }
+                            }
+                        }
+                    }
+                    let replied = self.answer(&plan, &req, close, head_only);
+                    // Dropping the permit releases it (possibly to a waiting connection).
+                    drop(permit);
+                    replied
+                }
+            };
+            self.decoded = decoded;
+            pos += end;
+            conn.request_done();
+            if let Some(file) = sent {
+                conn.phase = Phase::Sending { file, close: closes };
+            } else if closes {
+                return (pos, Step::Close);
+            }
+        }
+    }
+
+    /// Whether the body of a request that will not be served can be read and
+    /// discarded cheaply: none, or a small Content-Length body the client sends
+    /// without waiting for 100 Continue.
+    fn can_skip_body(&self, head: &Head) -> bool {
+        match head.framing {
+            Framing::None | Framing::Length(0) => true,
+            Framing::Length(n) => n <= self.api.unrouted_body_limit() && !head.expect_continue,
+            Framing::Chunked => false,
+        }
+    }
+
+    fn count(&self, kind: Option<Kind>) {
+        self.shared.stats.count(kind);
+    }
+
+    /// Runs the handler and encodes its response; returns the file to stream after
+    /// the head, if any, and whether the connection closes after this response.
+    fn answer(
+        &mut self,
+        plan: &Plan,
+        req: &Request<'_>,
+        close: bool,
+        head_only: bool,
+    ) -> (Option<Outgoing>, bool) {
+        self.count(Some(plan.kind));
+        self.body.clear();
+        let (api, body) = (&self.api, &mut self.body);
+        let result = guarded(&self.shared.stats, || api.handle(plan.route, req, body));
+        self.reply(result, close, head_only)
+    }
+
+    /// Encodes a handler's result into the batch: the file to stream after the head,
+    /// if any, and whether the connection closes after this response.
+    fn reply(
+        &mut self,
+        result: Result<Reply, Error>,
+        close: bool,
+        head_only: bool,
+    ) -> (Option<Outgoing>, bool) {
+        let date = self.date.now();
+        match result {
+            Ok(reply) => {
+                let extra;
+                let headers: &[(&str, &str)] = match &reply.header {
+                    Some((name, value)) => {
+                        extra = [(*name, value.as_str())];
+                        &extra
+                    }
+                    None => &[],
+                };
+                let head = ResponseHead {
+                    status: reply.status,
+                    content_type: reply.content_type,
+                    headers,
+                    close,
+                };
+                match reply.file {
+                    Some((file, size)) => {
+                        encode_head(&mut self.out, date, &head, size);
+                        ((!head_only).then(|| Outgoing::new(file, size)), close)
+                    }
+                    None => {
+                        encode(&mut self.out, date, &head, &self.body, head_only);
+                        (None, close)
+                    }
+                }
+            }
+            Err(e) => {
+                log_failure(&e);
+                let close = close || e.closes_connection();
+                e.encode(&mut self.out, date, close, head_only);
+                (None, close)
+            }
+        }
+    }
+
+    /// Admits an upload and attaches its streaming state to the connection.
+    fn start_upload(
+        &mut self,
+        conn: &mut Conn,
+        req: &Request<'_>,
+        plan: &Plan,
+        close: bool,
+    ) -> Result<(), Error> {
+        self.count(Some(plan.kind));
+        let api = &self.api;
+        let body = guarded(&self.shared.stats, || api.admit_upload(req))?;
+        let decoder = Decoder::new(req.head.framing, plan.body_limit);
+        let incoming = Incoming::new(body, decoder, close, req.head.expect_continue);
+        conn.phase = Phase::Uploading(Box::new(incoming));
+        Ok(())
+    }
+
+    /// Streams body bytes into the connection's upload. When the body completes, the
+    /// upload is stored and answered. Returns the bytes used and `NeedMore` unless
+    /// the connection must close.
+    fn feed_upload(&mut self, conn: &mut Conn, bytes: &[u8]) -> (usize, Step) {
+        let Phase::Uploading(incoming) = &mut conn.phase else {
+            return (0, Step::NeedMore);
+        };
+        match incoming.feed(bytes) {
+            Ok((used, false)) => {
+                // Admission passed and the body is still missing: a waiting client
+                // may send it now (once per request: take_continue says so).
+                if incoming.expect_continue && conn.take_continue() {
+                    self.out.extend_from_slice(CONTINUE);
+                }
+                (used, Step::NeedMore)
+            }
+            Ok((used, true)) => {
+                let Phase::Uploading(incoming) = std::mem::replace(&mut conn.phase, Phase::Idle) else {
+                    unreachable!("matched as uploading above");
+                };
+                let close = incoming.close;
+                self.body.clear();
+                let (api, out) = (&self.api, &mut self.body);
+                let result = guarded(&self.shared.stats, || api.finish_upload(incoming.body, out));
+                let (_, closes) = self.reply(result, close, false);
+                (used, if closes { Step::Close } else { Step::NeedMore })
+            }
+            Err(e) => {
+                conn.phase = Phase::Idle;
+                self.fail(e, false);
+                (0, Step::Close)
+            }
+        }
+    }
+
+    /// Answers a request that ends the connection.
+    pub fn fail(&mut self, e: Error, head_only: bool) {
+        self.count(None);
+        log_failure(&e);
+        e.encode(&mut self.out, self.date.now(), true, head_only);
+    }
+}
+
+/// Logs what the client is only told was internal.
+fn log_failure(e: &Error) {
+    match e {
+        Error::Api(ApiError::Internal(detail)) => tracing::error!("internal error: {detail}"),
+        Error::Api(ApiError::Panicked(detail)) => {
+            tracing::error!("request panicked ({detail}); answered 500 and closed its connection")
+        }
+        _ => {}
+    }
+}
+
+/// Where the body of the request at the start of `rest` ends, `None` while it is
+/// incomplete. A chunked body is decoded into `decoded`.
+fn frame_body(
+    head: &Head,
+    rest: &[u8],
+    limit: u64,
+    decoded: &mut Vec<u8>,
+) -> Result<Option<usize>, HttpError> {
+    match head.framing {
+        Framing::None => Ok(Some(head.len)),
+        Framing::Length(n) => {
+            // `plan` (or `can_skip_body`) refused anything over the limit, which
+            // fits in memory.
+            let end = head.len + n as usize;
+            Ok((rest.len() >= end).then_some(end))
+        }
+        Framing::Chunked => {
+            decoded.clear();
+            let mut dec = Decoder::new(head.framing, limit);
+            let used = dec.decode(&rest[head.len..], |b| {
+                decoded.extend_from_slice(b);
+                Ok::<(), HttpError>(())
+            })?;
+            Ok(dec.is_done().then_some(head.len + used))
+        }
+    }
+}

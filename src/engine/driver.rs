@@ -1,0 +1,207 @@
+//! Driving one connection until its socket would block: flush what it owes, pump a
+//! download, read what arrived, dispatch every complete request, write the answers
+//! with one write, then park it (or hand it to the hashing gate or a batcher, or
+//! close it).
+//!
+//! A driver never waits for a client: reads and writes stop at WouldBlock, and what
+//! is left (a partial request, unsent bytes) stays with the connection's [`Io`].
+//! Handing a connection to a batcher is the worker's job ([`Driven::Batch`]), since
+//! whoever submits may have to commit.
+//!
+//! [`Io`]: super::io::Io
+
+use super::conn::{Conn, Grant, Phase};
+use super::dispatch::{Dispatcher, Step};
+use super::io::{write_some, ReadEnd};
+use super::shared::{Permit, Shared, Waiter};
+use crate::api::route::Lane;
+use crate::api::Api;
+use crate::http::error::HttpError;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Output past this size is written before more requests are processed, so a client
+/// pipelining faster than it reads cannot grow the output buffer without bound.
+const OUT_HIGH_WATER: usize = 256 * 1024;
+
+/// What became of a driven connection.
+pub(crate) enum Driven {
+    /// It is parked, waiting in the gate, or closed: nothing more to do here.
+    Done,
+    /// Its next request is staged for a group commit: submit it to that lane.
+    Batch(Lane, Waiter),
+}
+
+/// What to do with a connection after reading and answering.
+enum Next {
+    Done,
+    /// Drive it again now: output (a download, a closing response) remains, or it
+    /// was just granted a hashing permit for its waiting request.
+    Again(Box<Conn>),
+    Batch(Lane, Waiter),
+}
+
+pub(crate) struct Driver {
+    shared: Arc<Shared>,
+    /// The read buffer: allocated once, never resized; a whole JSON request fits.
+    buf: Box<[u8]>,
+    dispatch: Dispatcher,
+}
+
+impl Driver {
+    pub fn new(shared: Arc<Shared>, api: Api) -> Driver {
+        let buf = vec![0u8; shared.config.read_buffer_bytes()].into_boxed_slice();
+        Driver {
+            dispatch: Dispatcher::new(Arc::clone(&shared), api),
+            shared,
+            buf,
+        }
+    }
+
+    pub fn api(&self) -> &Api {
+        &self.dispatch.api
+    }
+
+    /// Drives `conn` until it would block.
+    pub fn drive(&mut self, mut conn: Box<Conn>) -> Driven {
+        loop {
+            // Output owed from earlier goes first: queued response bytes, then the
+            // rest of a file being downloaded.
+            match conn.io.flush_pending() {
+                Ok(true) => {}
+                Ok(false) => {
+                    self.park(conn);
+                    return Driven::Done;
+                }
+                Err(_) => return Driven::Done,
+            }
+            if let Phase::Sending { file, close } = &mut conn.phase {
+                // The read buffer is free here: any partial request is stashed.
+                match file.pump(&conn.io.sock, &mut self.buf) {
+                    Ok(true) => conn.phase = if *close { Phase::Closing } else { Phase::Idle },
+                    Ok(false) => {
+                        self.park(conn);
+                        return Driven::Done;
+                    }
+                    Err(_) => return Driven::Done,
+                }
+            }
+            if conn.is_closing() {
+                self.close_gracefully(conn);
+                return Driven::Done;
+            }
+            match self.read_and_answer(conn) {
+                Next::Again(c) => conn = c,
+                Next::Batch(lane, waiter) => return Driven::Batch(lane, waiter),
+                Next::Done => return Driven::Done,
+            }
+        }
+    }
+
+    /// Reads what the client sent, answers every complete request and writes the
+    /// batch of answers.
+    fn read_and_answer(&mut self, mut conn: Box<Conn>) -> Next {
+        let pool = &self.shared.buffers;
+        let mut len = conn.io.restore(pool, &mut self.buf);
+        self.dispatch.out.clear();
+        let mut eof = false;
+        let step = loop {
+            let end = match conn.io.read_some(&mut self.buf, &mut len) {
+                Ok(end) => end,
+                // Reset or another hard error: nothing can be delivered any more.
+                Err(_) => return Next::Done,
+            };
+            eof |= end == ReadEnd::Eof;
+            let (used, step) = self.dispatch.process(&mut conn, &self.buf[..len]);
+            self.buf.copy_within(used..len, 0);
+            len -= used;
+            if !matches!(step, Step::NeedMore) || conn.is_sending() {
+                break step;
+            }
+            if len == self.buf.len() {
+                // The buffer is full of one incomplete request: it can never fit.
+                let err = match conn.phase {
+                    Phase::Reading { head_done: true, .. } => HttpError::BodyTooLarge,
+                    _ => HttpError::HeadTooLarge,
+                };
+                self.dispatch.fail(err.into(), false);
+                break Step::Close;
+            }
+            if self.dispatch.out.len() >= OUT_HIGH_WATER {
+                let Ok(written) = write_some(&conn.io.sock, &self.dispatch.out) else {
+                    return Next::Done;
+                };
+                self.dispatch.out.drain(..written);
+                if !self.dispatch.out.is_empty() {
+                    // The client is not reading; stop taking its requests until it does.
+                    break Step::NeedMore;
+                }
+            }
+            if end != ReadEnd::Full {
+                break step;
+            }
+        };
+
+        // One write for the whole batch; whatever the socket does not take waits.
+        if conn.io.send(&self.dispatch.out).is_err() {
+            return Next::Done;
+        }
+        let waits = matches!(step, Step::NeedPermit | Step::NeedBatch(..));
+        if waits && !conn.io.has_pending() {
+            // Keep what is buffered (the waiting request heads it) and wait with the
+            // connection, not the worker.
+            conn.io.stash(pool, &self.buf[..len]);
+            match step {
+                Step::NeedBatch(lane, staged) => return Next::Batch(lane, Waiter { conn, staged }),
+                // Take a permit or wait in the gate's queue (atomically).
+                _ => {
+                    return match self.shared.gate.acquire_or_park(conn) {
+                        Some(mut conn) => {
+                            conn.phase = Phase::Granted(Grant::Permit(Permit::new(Arc::clone(&self.shared))));
+                            Next::Again(conn)
+                        }
+                        None => Next::Done,
+                    }
+                }
+            }
+        }
+        // With output pending, a waiting request is simply read again later.
+        if matches!(step, Step::Close) || (eof && !waits && !conn.is_sending()) {
+            conn.start_closing();
+            conn.io.discard_partial(pool);
+            if conn.wants_write() {
+                return Next::Again(conn);
+            }
+            self.close_gracefully(conn);
+            return Next::Done;
+        }
+        conn.io.stash(pool, &self.buf[..len]);
+        if conn.is_sending() && !conn.io.has_pending() {
+            return Next::Again(conn);
+        }
+        self.park(conn);
+        Next::Done
+    }
+
+    /// Parks `conn` for its next event, or drops it once the poller is gone.
+    fn park(&self, mut conn: Box<Conn>) {
+        if self.shared.is_stopped() {
+            return;
+        }
+        let cfg = &self.shared.config;
+        conn.deadline = conn.park_deadline(Instant::now(), cfg.header_timeout, cfg.keepalive_timeout);
+        if let Some(conn) = self.shared.registry.park(conn) {
+            // Readiness arrived while we held it: back of the queue, like any event
+            // (a closed queue means shutdown, and dropping closes).
+            let _ = self.shared.queue.push(conn);
+        }
+    }
+
+    /// Shuts down our side, then discards input until EOF; parks while the client
+    /// still has bytes in flight, so closing never resets the last response away.
+    fn close_gracefully(&self, conn: Box<Conn>) {
+        if !conn.io.shutdown_and_drain() {
+            self.park(conn);
+        }
+    }
+}

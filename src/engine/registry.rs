@@ -1,0 +1,167 @@
+//! The [`Registry`] of parked connections: one slot per allowed connection, and the
+//! OS poller (mio: epoll, edge-triggered) they are registered with.
+//!
+//! Every connection is registered once, for reading and writing, when accepted, and
+//! deregistered when dropped: nothing is re-armed per request. An event for a parked
+//! connection takes it out of its slot (for the task queue); an event for a
+//! connection that is away (with a worker, the hashing gate or a batcher) marks its
+//! slot, and [`Registry::park`] hands such a connection straight back to be driven
+//! again instead of storing it. The slot lock orders the two, so no readiness is
+//! ever lost. An event that says the peer closed is kept on the connection
+//! (`Io::peer_closed`).
+
+use super::conn::Conn;
+use super::io::Io;
+use crossbeam_queue::ArrayQueue;
+use mio::unix::SourceFd;
+use mio::{Interest, Poll, Token, Waker};
+use parking_lot::Mutex;
+use std::io;
+use std::net::TcpStream;
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Key of the listening socket; connection keys are slot indices below it.
+pub(crate) const LISTENER: usize = usize::MAX - 1;
+/// Key of the waker that interrupts a wait (shutdown).
+pub(crate) const WAKE: usize = usize::MAX - 2;
+
+/// Parked connections, one slot per allowed connection, and the OS poller.
+pub(crate) struct Registry {
+    pub(super) registry: mio::Registry,
+    waker: Waker,
+    slots: Box<[Mutex<Slot>]>,
+    free: ArrayQueue<usize>,
+    active: AtomicUsize,
+}
+
+/// Where a connection waits for readiness.
+#[derive(Default)]
+struct Slot {
+    conn: Option<Box<Conn>>,
+    /// An event arrived while the connection was away.
+    ready: bool,
+    /// One of those events said the peer closed its side.
+    closed: bool,
+}
+
+impl Registry {
+    /// The registry and the OS poller it registers with (for the poller thread).
+    pub fn new(max_connections: usize) -> io::Result<(Registry, Poll)> {
+        let free = ArrayQueue::new(max_connections);
+        for key in 0..max_connections {
+            let _ = free.push(key);
+        }
+        let poll = Poll::new()?;
+        let registry = poll.registry().try_clone()?;
+        let waker = Waker::new(&registry, Token(WAKE))?;
+        let registry = Registry {
+            registry,
+            waker,
+            slots: (0..max_connections)
+                .map(|_| Mutex::new(Slot::default()))
+                .collect(),
+            free,
+            active: AtomicUsize::new(0),
+        };
+        Ok((registry, poll))
+    }
+
+    /// Interrupts the poller's wait (to notice shutdown at once).
+    pub fn wake(&self) {
+        if let Err(e) = self.waker.wake() {
+            tracing::warn!("cannot wake the poller: {e}");
+        }
+    }
+
+    /// Open connections, wherever they are.
+    pub fn active(&self) -> usize {
+        self.active.load(Ordering::Relaxed)
+    }
+
+    /// Registers a newly accepted socket, parked and armed for reading. Hands the
+    /// socket back when every slot is taken.
+    pub(super) fn register(self: &Arc<Self>, sock: TcpStream, deadline: Instant) -> Result<(), TcpStream> {
+        let Some(key) = self.free.pop() else {
+            return Err(sock);
+        };
+        let mut slot = self.slots[key].lock();
+        debug_assert!(slot.conn.is_none(), "a free slot is empty");
+        // A stale event of the previous connection in this slot means nothing here.
+        slot.ready = false;
+        slot.closed = false;
+        // `Conn::drop` deregisters the socket (`Registry::release`) before closing it.
+        let added = self.registry.register(
+            &mut SourceFd(&sock.as_raw_fd()),
+            Token(key),
+            Interest::READABLE | Interest::WRITABLE,
+        );
+        if let Err(e) = added {
+            tracing::warn!("cannot register connection: {e}");
+            let _ = self.free.push(key);
+            return Ok(());
+        }
+        self.active.fetch_add(1, Ordering::Relaxed);
+        slot.conn = Some(Box::new(Conn::new(
+            key,
+            Io::new(sock),
+            Arc::clone(self),
+            deadline,
+        )));
+        Ok(())
+    }
+
+    /// Parks `conn` until its socket has news. Hands it back instead when an event
+    /// arrived while it was away: the caller must drive it again.
+    #[must_use = "a connection handed back has unread readiness and must be driven"]
+    pub fn park(&self, mut conn: Box<Conn>) -> Option<Box<Conn>> {
+        let mut slot = self.slots[conn.key].lock();
+        if std::mem::take(&mut slot.ready) {
+            conn.io.peer_closed |= std::mem::take(&mut slot.closed);
+            return Some(conn);
+        }
+        slot.conn = Some(conn);
+        None
+    }
+
+    /// The connection for an event on `key`, when it is parked; otherwise notes the
+    /// event for when it comes back. `closed`: the event says the peer closed.
+    pub(super) fn take(&self, key: usize, closed: bool) -> Option<Box<Conn>> {
+        let mut slot = self.slots.get(key)?.lock();
+        match slot.conn.take() {
+            Some(mut conn) => {
+                conn.io.peer_closed |= closed;
+                Some(conn)
+            }
+            None => {
+                slot.ready = true;
+                slot.closed |= closed;
+                None
+            }
+        }
+    }
+
+    /// Called by `Conn::drop`: forget the socket and free its slot.
+    pub(crate) fn release(&self, key: usize, sock: &TcpStream) {
+        let _ = self.registry.deregister(&mut SourceFd(&sock.as_raw_fd()));
+        self.active.fetch_sub(1, Ordering::Relaxed);
+        let _ = self.free.push(key);
+    }
+
+    /// Takes every parked connection for which `pick` says so.
+    pub(super) fn take_where(&self, mut pick: impl FnMut(&Conn) -> bool, mut each: impl FnMut(Box<Conn>)) {
+        for slot in self.slots.iter() {
+            let Some(mut guard) = slot.try_lock() else {
+                continue;
+            };
+            if guard.conn.as_deref().is_some_and(&mut pick) {
+                if let Some(conn) = guard.conn.take() {
+                    drop(guard);
+                    each(conn);
+                }
+            }
+        }
+    }
+}

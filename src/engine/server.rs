@@ -1,0 +1,106 @@
+//! Start-up and shutdown: opens the API (schema, pool, data directory), binds the
+//! listener, spawns the poller, the workers and the status line, and joins them.
+
+use super::poller;
+use super::registry::Registry;
+use super::shared::Shared;
+use super::worker::Worker;
+use crate::api::Api;
+use crate::config::Config;
+use crate::obs::stats;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+/// A running server.
+pub struct Server {
+    shared: Arc<Shared>,
+    api: Api,
+    addr: SocketAddr,
+    threads: Vec<JoinHandle<()>>,
+}
+
+/// Asks a running server to shut down gracefully (from any thread).
+#[derive(Clone)]
+pub struct Stopper(Arc<Shared>);
+
+impl Stopper {
+    /// Stop accepting, finish in-flight requests, close idle connections.
+    pub fn stop(&self) {
+        self.0.request_shutdown();
+    }
+}
+
+impl Server {
+    /// Applies the schema, binds and spawns every thread.
+    pub fn start(config: Config) -> Result<Server, String> {
+        let api = Api::open(&config)?;
+        let listener = poller::bind(config.addr, config.backlog)
+            .map_err(|e| format!("cannot listen on {}: {e}", config.addr))?;
+        let addr = listener.local_addr().map_err(|e| e.to_string())?;
+        let (registry, poll) = Registry::new(config.max_connections).map_err(|e| format!("poller: {e}"))?;
+        let shared = Arc::new(Shared::new(config, Arc::new(registry)));
+
+        let mut threads = Vec::new();
+        let spawn = |name: String, f: Box<dyn FnOnce() + Send>| {
+            std::thread::Builder::new()
+                .name(name)
+                .spawn(f)
+                .map_err(|e| format!("cannot spawn thread: {e}"))
+        };
+        for i in 0..shared.config.threads {
+            let worker = Worker::new(i, Arc::clone(&shared), api.clone());
+            threads.push(spawn(format!("worker-{i}"), Box::new(move || worker.run()))?);
+        }
+        let s = Arc::clone(&shared);
+        threads.push(spawn(
+            "poller".into(),
+            Box::new(move || poller::run(s, listener, poll)),
+        )?);
+        if shared.config.stats {
+            let s = Arc::clone(&shared);
+            // Not joined: it only prints, and ends with the process.
+            spawn(
+                "stats".into(),
+                Box::new(move || {
+                    let threads = s.config.threads;
+                    stats::status_line_loop(
+                        Arc::clone(&s.stats),
+                        threads,
+                        || s.registry.active(),
+                        || s.queue.len(),
+                        || s.is_stopped(),
+                    )
+                }),
+            )?;
+        }
+        Ok(Server {
+            shared,
+            api,
+            addr,
+            threads,
+        })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// A handle that shuts this server down.
+    pub fn stopper(&self) -> Stopper {
+        Stopper(Arc::clone(&self.shared))
+    }
+
+    /// Whether every pooled database connection is open: until then the pool is
+    /// still connecting in the background (and allocating).
+    pub fn pool_filled(&self) -> bool {
+        self.api.pool_filled()
+    }
+
+    /// Waits until shutdown has finished.
+    pub fn join(self) {
+        for t in self.threads {
+            let _ = t.join();
+        }
+    }
+}

@@ -1,0 +1,235 @@
+//! A worker thread: pop a connection, drive it (see `driver.rs`), and lead the
+//! group commits of the batchers.
+//!
+//! A request staged for a group commit waits in its lane's batcher as a whole
+//! connection; the worker that commits a batch answers every connection of it
+//! itself (they go on its `ready` list, no wake-up per request), and a worker with
+//! nothing else to do commits a waiting batch once it is due.
+//!
+//! A panic anywhere in serving costs the connection being served, never the
+//! thread: API calls are guarded where they are made (500, then close), and this
+//! loop catches whatever else unwinds, counts it and goes on.
+
+use super::batch::{Committed, Lead};
+use super::conn::{Conn, Grant, Phase};
+use super::dispatch::{guarded, panic_message};
+use super::driver::{Driven, Driver};
+use super::queue::Popped;
+use super::shared::{Shared, Waiter};
+use crate::api::error::{ApiError, Error};
+use crate::api::route::Lane;
+use crate::api::Api;
+use crate::obs::stats::Stats;
+use std::collections::VecDeque;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// What one staged request gets from its batch: a value or id, or an error.
+type Outcome = Result<i64, ApiError>;
+
+pub(crate) struct Worker {
+    /// This worker's consumer number at the task queue.
+    id: usize,
+    shared: Arc<Shared>,
+    driver: Driver,
+    /// Connections of a batch this worker committed, to answer before anything else.
+    ready: VecDeque<Box<Conn>>,
+}
+
+/// Counts a worker as busy while it lives, whatever ends the work (even a panic).
+struct Busy<'a> {
+    stats: &'a Stats,
+    started: Instant,
+}
+
+impl<'a> Busy<'a> {
+    fn new(stats: &'a Stats) -> Busy<'a> {
+        stats.busy.fetch_add(1, Relaxed);
+        Busy {
+            stats,
+            started: Instant::now(),
+        }
+    }
+}
+
+impl Drop for Busy<'_> {
+    fn drop(&mut self) {
+        self.stats.busy.fetch_sub(1, Relaxed);
+        self.stats.tasks.fetch_add(1, Relaxed);
+        self.stats
+            .task_nanos
+            .fetch_add(self.started.elapsed().as_nanos() as u64, Relaxed);
+    }
+}
+
+impl Worker {
+    pub fn new(id: usize, shared: Arc<Shared>, api: Api) -> Worker {
+        Worker {
+            id,
+            driver: Driver::new(Arc::clone(&shared), api),
+            shared,
+            ready: VecDeque::with_capacity(64),
+        }
+    }
+
+    /// Serves connections until the queue is closed and empty. A panic that
+    /// escapes serving drops the connection it was serving (closing it) and is
+    /// logged and counted; the loop goes on.
+    pub fn run(mut self) {
+        loop {
+            let served = catch_unwind(AssertUnwindSafe(|| match self.next_task() {
+                Some(conn) => {
+                    self.serve(Some(conn));
+                    true
+                }
+                None => false,
+            }));
+            match served {
+                Ok(true) => {}
+                Ok(false) => return,
+                Err(payload) => {
+                    self.shared.stats.panics.fetch_add(1, Relaxed);
+                    tracing::error!(
+                        "a worker caught a panic ({}); the connection it was serving is closed",
+                        panic_message(&*payload)
+                    );
+                }
+            }
+        }
+    }
+
+    /// The next connection to drive; `None` once the queue is closed and drained.
+    /// With the queue empty, batches waiting in the batchers come first: this
+    /// worker commits them when they are due, and waits for new work only until then.
+    fn next_task(&mut self) -> Option<Box<Conn>> {
+        loop {
+            if !self.ready.is_empty() {
+                // Left over from a panic in the middle of answering a batch.
+                self.serve(None);
+            }
+            if let Some(conn) = self.shared.queue.try_pop() {
+                return Some(conn);
+            }
+            let deadline = self.lead_batches();
+            match self.shared.queue.pop_until(self.id, deadline) {
+                Popped::Item(conn) => return Some(conn),
+                Popped::TimedOut => {}
+                Popped::Closed => return None,
+            }
+        }
+    }
+
+    /// Commits and answers waiting batches while any is due. Returns when the next
+    /// waiting batch will be due, if any waits.
+    fn lead_batches(&mut self) -> Option<Instant> {
+        loop {
+            let mut next_due: Option<Instant> = None;
+            let mut led = false;
+            for lane in Lane::ALL {
+                if !self.shared.batcher(lane).has_pending() {
+                    continue;
+                }
+                match self.lead(lane) {
+                    Lead::Done(batch) => {
+                        self.resume(batch);
+                        self.serve(None);
+                        led = true;
+                    }
+                    Lead::WaitUntil(due) => next_due = Some(next_due.map_or(due, |d| d.min(due))),
+                    Lead::Idle => {}
+                }
+            }
+            if !led {
+                return next_due;
+            }
+        }
+    }
+
+    /// Drives `conn` and the connections of every batch this worker commits
+    /// meanwhile (a batch that comes due after a request is committed at once).
+    fn serve(&mut self, conn: Option<Box<Conn>>) {
+        let stats = Arc::clone(&self.shared.stats);
+        let _busy = Busy::new(&stats);
+        if let Some(conn) = conn {
+            self.drive(conn);
+        }
+        loop {
+            while let Some(conn) = self.ready.pop_front() {
+                self.drive(conn);
+            }
+            if !self.shared.batches_pending() {
+                break;
+            }
+            let mut led = false;
+            for lane in Lane::ALL {
+                if let Lead::Done(batch) = self.lead(lane) {
+                    self.resume(batch);
+                    led = true;
+                }
+            }
+            if !led {
+                break;
+            }
+        }
+    }
+
+    fn drive(&mut self, conn: Box<Conn>) {
+        if let Driven::Batch(lane, waiter) = self.driver.drive(conn) {
+            self.submit(lane, waiter);
+        }
+    }
+
+    /// Commits the lane's waiting requests if their batch is due. The caller is
+    /// busy when its queue holds more connections (which may hold more requests for
+    /// the batch).
+    fn lead(&self, lane: Lane) -> Lead<Waiter, Outcome, ApiError> {
+        let busy = !self.shared.queue.is_empty();
+        let (api, stats) = (self.driver.api(), &*self.shared.stats);
+        self.shared
+            .batcher(lane)
+            .lead(Instant::now(), busy, |items| commit(api, stats, lane, items))
+    }
+
+    /// Hands a staged request to its lane's batcher; if this worker leads the batch,
+    /// its connections become ready.
+    fn submit(&mut self, lane: Lane, waiter: Waiter) {
+        let busy = !self.shared.queue.is_empty();
+        let (api, stats) = (self.driver.api(), &*self.shared.stats);
+        if let Some(batch) = self
+            .shared
+            .batcher(lane)
+            .submit(waiter, busy, |items| commit(api, stats, lane, items))
+        {
+            self.resume(batch);
+        }
+    }
+
+    fn resume(&mut self, batch: Committed<Waiter, Outcome, ApiError>) {
+        for (waiter, result) in batch {
+            let mut conn = waiter.conn;
+            conn.phase = Phase::Granted(Grant::Committed(result.and_then(|r| r)));
+            self.ready.push_back(conn);
+        }
+    }
+}
+
+/// Commits one batch through the API; a panic in it fails the batch (each request
+/// gets 500 and its connection closes) instead of unwinding through the batcher.
+fn commit(api: &Api, stats: &Stats, lane: Lane, items: &[Waiter]) -> Result<Vec<Outcome>, ApiError> {
+    let outcomes = guarded(stats, || {
+        api.commit(lane, items.iter().map(|w| &w.staged))
+            .map_err(Error::Api)
+    });
+    match outcomes {
+        Ok(o) if o.len() == items.len() => Ok(o),
+        Ok(o) => Err(ApiError::Internal(format!(
+            "a batch of {} got {} outcomes",
+            items.len(),
+            o.len()
+        ))),
+        Err(Error::Api(e)) => Err(e),
+        Err(Error::Http(e)) => Err(ApiError::Internal(e.to_string())),
+    }
+}

@@ -1,0 +1,12 @@
+//! Everything that persists or aggregates data: the PostgreSQL pool with its
+//! prepared statements ([`db`]), the SQL text ([`sql`]), uploaded files on disk,
+//! content-addressed ([`files`]), and the in-memory 1MRC aggregate ([`events`]).
+//!
+//! The store knows nothing of HTTP, routes or connections: it is called by the API
+//! layer with plain values and answers with plain values or a [`db::DbError`].
+
+pub(crate) mod db;
+pub(crate) mod events;
+pub(crate) mod files;
+pub(crate) mod hex;
+pub(crate) mod sql;
