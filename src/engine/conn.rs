@@ -11,9 +11,9 @@
 //! cycle is one [`Phase`], so an upload that is also a download, or a permit held
 //! while closing, cannot be represented.
 
+use super::gate::Permit;
 use super::io::Io;
-use super::registry::Registry;
-use super::shared::Permit;
+use super::registry::{Parked, Registry};
 use super::transfer::{Incoming, Outgoing};
 use crate::api::error::ApiError;
 use std::sync::Arc;
@@ -64,11 +64,11 @@ pub(crate) struct Conn {
     pub phase: Phase,
     /// When the poller gives up on this connection if it is still parked.
     pub deadline: Instant,
-    registry: Arc<Registry>,
+    registry: Arc<Registry<Conn>>,
 }
 
 impl Conn {
-    pub fn new(key: usize, io: Io, registry: Arc<Registry>, deadline: Instant) -> Conn {
+    pub fn new(key: usize, io: Io, registry: Arc<Registry<Conn>>, deadline: Instant) -> Conn {
         Conn {
             key,
             io,
@@ -164,6 +164,16 @@ impl Conn {
             Phase::Closing => now + LINGER,
             _ => now + idle_timeout,
         }
+    }
+}
+
+impl Parked for Conn {
+    fn key(&self) -> usize {
+        self.key
+    }
+
+    fn note_peer_closed(&mut self) {
+        self.io.peer_closed = true;
     }
 }
 

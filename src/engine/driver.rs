@@ -12,8 +12,9 @@
 
 use super::conn::{Conn, Grant, Phase};
 use super::dispatch::{Dispatcher, Step};
+use super::gate::{Permit, ReleasePermit};
 use super::io::{write_some, ReadEnd};
-use super::shared::{Permit, Shared, Waiter};
+use super::shared::{Shared, Waiter};
 use crate::api::route::Lane;
 use crate::api::Api;
 use crate::http::error::HttpError;
@@ -157,7 +158,8 @@ impl Driver {
                 _ => {
                     return match self.shared.gate.acquire_or_park(conn) {
                         Some(mut conn) => {
-                            conn.phase = Phase::Granted(Grant::Permit(Permit::new(Arc::clone(&self.shared))));
+                            let to = Arc::clone(&self.shared) as Arc<dyn ReleasePermit>;
+                            conn.phase = Phase::Granted(Grant::Permit(Permit::new(to)));
                             Next::Again(conn)
                         }
                         None => Next::Done,

@@ -5,10 +5,34 @@
 //!
 //! The gate does not run anything; the worker decides what "parked work" is (a whole
 //! connection whose request is still in its buffer) and requeues what `release` hands
-//! back. Permits are not tied to threads: whoever holds one must call `release` once.
+//! back. Permits are not tied to threads: a [`Permit`] calls `release` once, when it
+//! is dropped.
 
 use parking_lot::Mutex;
 use std::collections::VecDeque;
+use std::sync::Arc;
+
+/// Whoever takes a released permit back: hands it to the oldest parked item (and
+/// resumes that item) or returns it to the gate.
+pub(crate) trait ReleasePermit: Send + Sync {
+    fn release_permit(self: Arc<Self>);
+}
+
+/// One permit, held by whatever waited for it. Dropping it releases the permit,
+/// whatever path drops it, so a permit is never leaked.
+pub(crate) struct Permit(Arc<dyn ReleasePermit>);
+
+impl Permit {
+    pub fn new(to: Arc<dyn ReleasePermit>) -> Permit {
+        Permit(to)
+    }
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        Arc::clone(&self.0).release_permit();
+    }
+}
 
 pub struct Gate<T> {
     inner: Mutex<Inner<T>>,

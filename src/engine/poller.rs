@@ -8,7 +8,7 @@
 //! for busy ones up to the grace period, then close the task queue.
 
 use super::conn::{Conn, Phase};
-use super::io::{is_interrupted, would_block};
+use super::io::{is_interrupted, would_block, Io};
 use super::registry::{LISTENER, WAKE};
 use super::shared::Shared;
 use crate::api::error::{ApiError, Error};
@@ -154,7 +154,11 @@ fn accept_all(
                 }
                 let _ = sock.set_nodelay(true);
                 let deadline = Instant::now() + cfg.header_timeout;
-                if let Err(sock) = shared.registry.register(sock, deadline) {
+                let registry = &shared.registry;
+                let made = registry.register(sock, |key, sock| {
+                    Box::new(Conn::new(key, Io::new(sock), Arc::clone(registry), deadline))
+                });
+                if let Err(sock) = made {
                     shared.stats.rejected.fetch_add(1, Ordering::Relaxed);
                     refuse(sock, &Error::Api(ApiError::Overloaded), date, scratch);
                 } else {

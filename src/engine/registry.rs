@@ -10,8 +10,6 @@
 //! ever lost. An event that says the peer closed is kept on the connection
 //! (`Io::peer_closed`).
 
-use super::conn::Conn;
-use super::io::Io;
 use crossbeam_queue::ArrayQueue;
 use mio::unix::SourceFd;
 use mio::{Interest, Poll, Token, Waker};
@@ -20,36 +18,42 @@ use std::io;
 use std::net::TcpStream;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
-use std::time::Instant;
 
 /// Key of the listening socket; connection keys are slot indices below it.
 pub(crate) const LISTENER: usize = usize::MAX - 1;
 /// Key of the waker that interrupts a wait (shutdown).
 pub(crate) const WAKE: usize = usize::MAX - 2;
 
+/// What the registry parks: a connection, which knows its slot and can be told
+/// that its peer closed.
+pub(crate) trait Parked {
+    /// The slot (and poller token) of this connection.
+    fn key(&self) -> usize;
+    /// A readiness event said the peer closed its side.
+    fn note_peer_closed(&mut self);
+}
+
 /// Parked connections, one slot per allowed connection, and the OS poller.
-pub(crate) struct Registry {
+pub(crate) struct Registry<T> {
     pub(super) registry: mio::Registry,
     waker: Waker,
-    slots: Box<[Mutex<Slot>]>,
+    slots: Box<[Mutex<Slot<T>>]>,
     free: ArrayQueue<usize>,
     active: AtomicUsize,
 }
 
 /// Where a connection waits for readiness.
-#[derive(Default)]
-struct Slot {
-    conn: Option<Box<Conn>>,
+struct Slot<T> {
+    conn: Option<Box<T>>,
     /// An event arrived while the connection was away.
     ready: bool,
     /// One of those events said the peer closed its side.
     closed: bool,
 }
 
-impl Registry {
+impl<T: Parked> Registry<T> {
     /// The registry and the OS poller it registers with (for the poller thread).
-    pub fn new(max_connections: usize) -> io::Result<(Registry, Poll)> {
+    pub fn new(max_connections: usize) -> io::Result<(Registry<T>, Poll)> {
         let free = ArrayQueue::new(max_connections);
         for key in 0..max_connections {
             let _ = free.push(key);
@@ -61,7 +65,13 @@ impl Registry {
             registry,
             waker,
             slots: (0..max_connections)
-                .map(|_| Mutex::new(Slot::default()))
+                .map(|_| {
+                    Mutex::new(Slot {
+                        conn: None,
+                        ready: false,
+                        closed: false,
+                    })
+                })
                 .collect(),
             free,
             active: AtomicUsize::new(0),
@@ -81,9 +91,13 @@ impl Registry {
         self.active.load(Ordering::Relaxed)
     }
 
-    /// Registers a newly accepted socket, parked and armed for reading. Hands the
-    /// socket back when every slot is taken.
-    pub(super) fn register(self: &Arc<Self>, sock: TcpStream, deadline: Instant) -> Result<(), TcpStream> {
+    /// Registers a newly accepted socket, parked as the connection `make` builds
+    /// from its key. Hands the socket back when every slot is taken.
+    pub(super) fn register(
+        &self,
+        sock: TcpStream,
+        make: impl FnOnce(usize, TcpStream) -> Box<T>,
+    ) -> Result<(), TcpStream> {
         let Some(key) = self.free.pop() else {
             return Err(sock);
         };
@@ -92,7 +106,8 @@ impl Registry {
         // A stale event of the previous connection in this slot means nothing here.
         slot.ready = false;
         slot.closed = false;
-        // `Conn::drop` deregisters the socket (`Registry::release`) before closing it.
+        // Dropping the connection must deregister the socket (`Registry::release`)
+        // before closing it.
         let added = self.registry.register(
             &mut SourceFd(&sock.as_raw_fd()),
             Token(key),
@@ -104,22 +119,19 @@ impl Registry {
             return Ok(());
         }
         self.active.fetch_add(1, Ordering::Relaxed);
-        slot.conn = Some(Box::new(Conn::new(
-            key,
-            Io::new(sock),
-            Arc::clone(self),
-            deadline,
-        )));
+        slot.conn = Some(make(key, sock));
         Ok(())
     }
 
     /// Parks `conn` until its socket has news. Hands it back instead when an event
     /// arrived while it was away: the caller must drive it again.
     #[must_use = "a connection handed back has unread readiness and must be driven"]
-    pub fn park(&self, mut conn: Box<Conn>) -> Option<Box<Conn>> {
-        let mut slot = self.slots[conn.key].lock();
+    pub fn park(&self, mut conn: Box<T>) -> Option<Box<T>> {
+        let mut slot = self.slots[conn.key()].lock();
         if std::mem::take(&mut slot.ready) {
-            conn.io.peer_closed |= std::mem::take(&mut slot.closed);
+            if std::mem::take(&mut slot.closed) {
+                conn.note_peer_closed();
+            }
             return Some(conn);
         }
         slot.conn = Some(conn);
@@ -128,11 +140,13 @@ impl Registry {
 
     /// The connection for an event on `key`, when it is parked; otherwise notes the
     /// event for when it comes back. `closed`: the event says the peer closed.
-    pub(super) fn take(&self, key: usize, closed: bool) -> Option<Box<Conn>> {
+    pub(super) fn take(&self, key: usize, closed: bool) -> Option<Box<T>> {
         let mut slot = self.slots.get(key)?.lock();
         match slot.conn.take() {
             Some(mut conn) => {
-                conn.io.peer_closed |= closed;
+                if closed {
+                    conn.note_peer_closed();
+                }
                 Some(conn)
             }
             None => {
@@ -143,7 +157,7 @@ impl Registry {
         }
     }
 
-    /// Called by `Conn::drop`: forget the socket and free its slot.
+    /// Called when a connection is dropped: forget the socket and free its slot.
     pub(crate) fn release(&self, key: usize, sock: &TcpStream) {
         let _ = self.registry.deregister(&mut SourceFd(&sock.as_raw_fd()));
         self.active.fetch_sub(1, Ordering::Relaxed);
@@ -151,7 +165,7 @@ impl Registry {
     }
 
     /// Takes every parked connection for which `pick` says so.
-    pub(super) fn take_where(&self, mut pick: impl FnMut(&Conn) -> bool, mut each: impl FnMut(Box<Conn>)) {
+    pub(super) fn take_where(&self, mut pick: impl FnMut(&T) -> bool, mut each: impl FnMut(Box<T>)) {
         for slot in self.slots.iter() {
             let Some(mut guard) = slot.try_lock() else {
                 continue;

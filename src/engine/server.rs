@@ -1,6 +1,7 @@
 //! Start-up and shutdown: opens the API (schema, pool, data directory), binds the
 //! listener, spawns the poller, the workers and the status line, and joins them.
 
+use super::conn::Conn;
 use super::poller;
 use super::registry::Registry;
 use super::shared::Shared;
@@ -38,7 +39,8 @@ impl Server {
         let listener = poller::bind(config.addr, config.backlog)
             .map_err(|e| format!("cannot listen on {}: {e}", config.addr))?;
         let addr = listener.local_addr().map_err(|e| e.to_string())?;
-        let (registry, poll) = Registry::new(config.max_connections).map_err(|e| format!("poller: {e}"))?;
+        let (registry, poll) =
+            Registry::<Conn>::new(config.max_connections).map_err(|e| format!("poller: {e}"))?;
         let shared = Arc::new(Shared::new(config, Arc::new(registry)));
 
         let mut threads = Vec::new();

@@ -1,5 +1,5 @@
-//! [`Shared`]: everything the poller and the workers share, and [`Permit`], one
-//! permit of the hashing gate held by a connection.
+//! [`Shared`]: everything the poller and the workers share, and what becomes of a
+//! released hashing permit.
 //!
 //! Shutdown is a flag plus a wake-up of the poller: the poller stops accepting,
 //! closes idle connections, waits for the busy ones (up to the grace period), then
@@ -7,8 +7,8 @@
 
 use super::batch::Batcher;
 use super::buffers::BufferPool;
-use super::conn::Conn;
-use super::gate::Gate;
+use super::conn::{Conn, Grant, Phase};
+use super::gate::{Gate, Permit, ReleasePermit};
 use super::queue::TaskQueue;
 use super::registry::Registry;
 use crate::api::route::Lane;
@@ -27,7 +27,7 @@ pub(crate) struct Waiter {
 /// State shared by the poller and the workers.
 pub(crate) struct Shared {
     pub config: Config,
-    pub registry: Arc<Registry>,
+    pub registry: Arc<Registry<Conn>>,
     /// Connections ready to be served; holds every connection at once if need be.
     pub queue: TaskQueue<Box<Conn>>,
     /// Bounds concurrent password hashing; connections wait here, not workers.
@@ -42,7 +42,7 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    pub fn new(config: Config, registry: Arc<Registry>) -> Shared {
+    pub fn new(config: Config, registry: Arc<Registry<Conn>>) -> Shared {
         Shared {
             queue: TaskQueue::with_capacity(config.max_connections, config.threads),
             gate: Gate::new(config.hash_concurrency),
@@ -86,38 +86,24 @@ impl Shared {
     }
 }
 
-/// One permit of the hashing gate, held by a connection. Dropping it releases the
-/// permit; if a connection is waiting, the permit passes to it and it is queued.
-pub(crate) struct Permit(Arc<Shared>);
-
-impl Permit {
-    pub fn new(shared: Arc<Shared>) -> Permit {
-        Permit(shared)
-    }
-}
-
-impl Drop for Permit {
-    fn drop(&mut self) {
-        let shared = &self.0;
-        while let Some(next) = shared.gate.release() {
+/// A released permit passes to the oldest connection waiting in the gate, which
+/// is queued to be driven again.
+impl ReleasePermit for Shared {
+    fn release_permit(self: Arc<Self>) {
+        while let Some(mut next) = self.gate.release() {
             if next.io.peer_gone() {
                 // Its client closed while it waited: a hash nobody would receive.
                 // Dropping it closes the connection; the permit goes on to the next.
-                shared.stats.abandoned.fetch_add(1, Ordering::Relaxed);
+                self.stats.abandoned.fetch_add(1, Ordering::Relaxed);
                 drop(next);
                 continue;
             }
-            let mut next = next;
-            next.phase = super::conn::Phase::Granted(super::conn::Grant::Permit(Permit(Arc::clone(shared))));
+            next.phase = Phase::Granted(Grant::Permit(Permit::new(
+                Arc::clone(&self) as Arc<dyn ReleasePermit>
+            )));
             // A closed queue (shutdown) drops the connection, which releases again.
-            let _ = shared.queue.push(next);
+            let _ = self.queue.push(next);
             return;
         }
-    }
-}
-
-impl std::fmt::Debug for Permit {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Permit")
     }
 }
