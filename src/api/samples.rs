@@ -125,26 +125,40 @@ const DUPLICATE: ApiError = ApiError::Conflict("a sample with this img_md5 exist
 
 /// Inserts a batch of samples with one multi-row INSERT and returns each one's
 /// own outcome, in order: its new id, or 409 when its `img_md5` already exists
-/// (in the table or earlier in the same batch), without failing the others. A
+/// (in the table, or earlier in the same batch), without failing the others. A
 /// database that is down fails the whole batch (503: nothing of it was stored).
-/// Any other failure of a batch of several is retried one sample at a time, so a
-/// row the database refuses fails only its own request.
+/// Any other failure of a batch of several, a duplicate among them, is retried
+/// one sample at a time, so a row the database refuses fails only its own request.
 pub fn commit(st: &State, items: &[&NewSample]) -> Result<Vec<Result<i64, ApiError>>, ApiError> {
     // The first sample of each md5 goes to the INSERT; later ones in the batch are
     // duplicates of it whatever the database says.
     let mut first_of: std::collections::HashMap<[u8; 16], usize> = Default::default();
-    let mut rows = Vec::with_capacity(items.len());
+    let mut cols = Columns::with_capacity(items.len());
     for (i, s) in items.iter().enumerate() {
         if let std::collections::hash_map::Entry::Vacant(e) = first_of.entry(s.md5) {
             e.insert(i);
-            rows.push(row_json(s)?);
+            cols.push(s);
         }
     }
     let inserted = {
         let mut pooled = st.db.get()?;
         let db = &mut *pooled;
         db.client
-            .query(&db.st.insert_samples, &[&serde_json::Value::Array(rows)])
+            .query(
+                &db.st.insert_samples,
+                &[
+                    &cols.user_id,
+                    &cols.md5,
+                    &cols.taken_at,
+                    &cols.latitude,
+                    &cols.longitude,
+                    &cols.altitude,
+                    &cols.metadata,
+                    &cols.flora,
+                    &cols.fauna,
+                    &cols.calls,
+                ],
+            )
             .map_err(DbError::from)
     };
     let inserted = match inserted {
@@ -154,10 +168,18 @@ pub fn commit(st: &State, items: &[&NewSample]) -> Result<Vec<Result<i64, ApiErr
             return Err(e.into());
         }
         Err(e) if items.len() > 1 => {
-            tracing::warn!(
-                "a batch of {} samples failed ({e}); inserting one at a time",
-                items.len()
-            );
+            // A duplicate is the client's business; anything else is worth a look.
+            if let DbError::Conflict(_) = e {
+                tracing::debug!(
+                    "a batch of {} samples holds a duplicate; inserting one at a time",
+                    items.len()
+                );
+            } else {
+                tracing::warn!(
+                    "a batch of {} samples failed ({e}); inserting one at a time",
+                    items.len()
+                );
+            }
             let mut each = Vec::with_capacity(items.len());
             for item in items {
                 let one = commit(st, &[item]).and_then(|mut r| {
@@ -203,25 +225,71 @@ fn sample_error(st: &State, e: DbError) -> ApiError {
     }
 }
 
-/// One sample as a row of the batch INSERT's `jsonb_to_recordset` (see
-/// `sql::INSERT_SAMPLES`).
-fn row_json(s: &NewSample) -> Result<serde_json::Value, ApiError> {
-    let taken_at = s
-        .taken_at
-        .format(&Rfc3339)
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
-    Ok(serde_json::json!({
-        "user_id": s.user_id,
-        "img_md5": encode_hex(&s.md5),
-        "taken_at": taken_at,
-        "latitude": s.latitude,
-        "longitude": s.longitude,
-        "altitude": s.altitude,
-        "metadata": s.metadata,
-        "flora": s.flora,
-        "fauna": s.fauna,
-        "calls": s.calls,
-    }))
+/// A batch of samples as the column arrays of `sql::INSERT_SAMPLES`.
+struct Columns<'a> {
+    user_id: Vec<i64>,
+    md5: Vec<&'a [u8]>,
+    taken_at: Vec<OffsetDateTime>,
+    latitude: Vec<f64>,
+    longitude: Vec<f64>,
+    altitude: Vec<f64>,
+    metadata: Vec<i32>,
+    flora: Vec<String>,
+    fauna: Vec<String>,
+    calls: Vec<String>,
+}
+
+impl<'a> Columns<'a> {
+    fn with_capacity(n: usize) -> Self {
+        Columns {
+            user_id: Vec::with_capacity(n),
+            md5: Vec::with_capacity(n),
+            taken_at: Vec::with_capacity(n),
+            latitude: Vec::with_capacity(n),
+            longitude: Vec::with_capacity(n),
+            altitude: Vec::with_capacity(n),
+            metadata: Vec::with_capacity(n),
+            flora: Vec::with_capacity(n),
+            fauna: Vec::with_capacity(n),
+            calls: Vec::with_capacity(n),
+        }
+    }
+
+    fn push(&mut self, s: &'a NewSample) {
+        self.user_id.push(s.user_id);
+        self.md5.push(&s.md5);
+        self.taken_at.push(s.taken_at);
+        self.latitude.push(s.latitude);
+        self.longitude.push(s.longitude);
+        self.altitude.push(s.altitude);
+        self.metadata.push(s.metadata);
+        self.flora.push(array_literal(&s.flora));
+        self.fauna.push(array_literal(&s.fauna));
+        self.calls.push(array_literal(&s.calls));
+    }
+}
+
+/// A PostgreSQL array literal of text elements: every element quoted, with `\`
+/// and `"` escaped, so any string (empty, with commas, braces or quotes, or the
+/// word NULL) comes back as itself.
+fn array_literal(items: &[String]) -> String {
+    let mut out = String::with_capacity(2 + items.iter().map(|i| i.len() + 3).sum::<usize>());
+    out.push('{');
+    for (n, item) in items.iter().enumerate() {
+        if n > 0 {
+            out.push(',');
+        }
+        out.push('"');
+        for c in item.chars() {
+            if c == '"' || c == '\\' {
+                out.push('\\');
+            }
+            out.push(c);
+        }
+        out.push('"');
+    }
+    out.push('}');
+    out
 }
 
 /// POST /api/sample, second half: answers with what the batch gave this sample.
@@ -327,6 +395,20 @@ mod tests {
         assert!(parse_timestamp("2000-12-09T10:11:12+02:00").is_some());
         assert!(parse_timestamp("2000-13-09").is_none());
         assert!(parse_timestamp("yesterday").is_none());
+    }
+
+    #[test]
+    fn array_literals_quote_and_escape_every_element() {
+        let items = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(array_literal(&[]), "{}");
+        assert_eq!(
+            array_literal(&items(&["ORCHID", "DAFFODIL"])),
+            r#"{"ORCHID","DAFFODIL"}"#
+        );
+        assert_eq!(
+            array_literal(&items(&["", "a,b", "{x}", r#"say "hi"\"#, "NULL"])),
+            r#"{"","a,b","{x}","say \"hi\"\\","NULL"}"#
+        );
     }
 
     #[test]

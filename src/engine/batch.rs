@@ -6,7 +6,9 @@
 //! holds no thread; there is no committer thread either. A batch is committed by a
 //! worker, called the leader, which gets every item of it back with that item's
 //! result and answers them itself, with no wake-up per request:
-//! - `submit` leads at once when no commit is in flight, the batch is full (as
+//! - `submit` leads at once when fewer than `max_in_flight` commits are in flight
+//!   (one for a counter, whose single row serialises commits anyway; more for
+//!   inserts, whose commits PostgreSQL flushes together), the batch is full (as
 //!   large as the last batch, so a lone client never waits) and the caller is not
 //!   `busy` (has no other connection queued, which may hold more increments: with
 //!   one worker, that is where the increments that arrived during a commit are);
@@ -49,6 +51,8 @@ pub struct Batcher<I> {
     has_pending: AtomicBool,
     /// Longest the oldest item waits for its batch to fill.
     gather: Duration,
+    /// Most batches committed at once.
+    max_in_flight: usize,
 }
 
 struct State<I> {
@@ -56,7 +60,8 @@ struct State<I> {
     pending: Vec<I>,
     /// When the oldest pending item arrived.
     since: Option<Instant>,
-    committing: bool,
+    /// Batches being committed now.
+    in_flight: usize,
     /// Size of the last committed batch.
     last_batch: usize,
 }
@@ -65,25 +70,35 @@ impl<I> State<I> {
     fn full(&self) -> bool {
         self.pending.len() >= self.last_batch.max(1)
     }
+
+    /// Whether the pending batch may be committed now, before `gather` runs out: a
+    /// commit slot is free and either the batch is full or committing it leaves
+    /// another slot free (so overlapping commits pipeline instead of waiting to
+    /// fill, while the last slot is kept for a full batch).
+    fn ready(&self, max_in_flight: usize) -> bool {
+        self.in_flight < max_in_flight && (self.full() || self.in_flight + 1 < max_in_flight)
+    }
 }
 
 impl<I> Batcher<I> {
-    /// A batcher whose batches wait at most `gather` to fill.
-    pub fn new(gather: Duration) -> Self {
+    /// A batcher whose batches wait at most `gather` to fill, with at most
+    /// `max_in_flight` (at least one) committing at once.
+    pub fn new(gather: Duration, max_in_flight: usize) -> Self {
         Batcher {
             state: Mutex::new(State {
                 pending: Vec::new(),
                 since: None,
-                committing: false,
+                in_flight: 0,
                 last_batch: 0,
             }),
             has_pending: AtomicBool::new(false),
             gather,
+            max_in_flight: max_in_flight.max(1),
         }
     }
 
-    /// Adds `item` to the next batch, and commits that batch with `commit` when no
-    /// commit is in flight, it is full and the caller is not `busy`: then every
+    /// Adds `item` to the next batch, and commits that batch with `commit` when a
+    /// commit may start, it is full and the caller is not `busy`: then every
     /// item of it comes back with its result. Otherwise returns `None`: the item
     /// belongs to the batcher until a `lead` hands it back.
     pub fn submit<O, E: Clone>(
@@ -98,7 +113,7 @@ impl<I> Batcher<I> {
             st.since = Some(Instant::now());
             self.has_pending.store(true, Ordering::Release);
         }
-        if st.committing || busy || !st.full() {
+        if busy || !st.ready(self.max_in_flight) {
             return None;
         }
         Some(self.commit_pending(st, commit))
@@ -117,11 +132,11 @@ impl<I> Batcher<I> {
             return Lead::Idle;
         };
         let due = since + self.gather;
-        if st.committing {
+        if st.in_flight >= self.max_in_flight {
             // Its leader looks again when done, but may then have other work first.
             return Lead::WaitUntil(due.max(now + self.gather));
         }
-        if (st.full() && !busy) || now >= due {
+        if (st.ready(self.max_in_flight) && !busy) || now >= due {
             Lead::Done(self.commit_pending(st, commit))
         } else {
             Lead::WaitUntil(due)
@@ -144,7 +159,7 @@ impl<I> Batcher<I> {
         mut st: MutexGuard<'_, State<I>>,
         commit: impl FnOnce(&[I]) -> Result<Vec<O>, E>,
     ) -> Committed<I, O, E> {
-        st.committing = true;
+        st.in_flight += 1;
         st.since = None;
         self.has_pending.store(false, Ordering::Release);
         let batch = std::mem::take(&mut st.pending);
@@ -162,12 +177,12 @@ impl<I> Batcher<I> {
     }
 }
 
-/// Clears `committing` when the commit is over.
+/// Counts the commit as over, however it ends.
 struct InFlight<'a, I>(&'a Mutex<State<I>>);
 
 impl<I> Drop for InFlight<'_, I> {
     fn drop(&mut self) {
-        self.0.lock().committing = false;
+        self.0.lock().in_flight -= 1;
     }
 }
 
@@ -201,7 +216,7 @@ mod tests {
 
     #[test]
     fn concurrent_submitters_share_batches_and_every_item_comes_back_once() {
-        let b = Arc::new(Batcher::<u64>::new(Duration::from_micros(200)));
+        let b = Arc::new(Batcher::<u64>::new(Duration::from_micros(200), 1));
         let counter = Arc::new(Mutex::new(0u64));
         let commits = Arc::new(AtomicU64::new(0));
         let threads: Vec<_> = (0..32u64)
@@ -246,7 +261,7 @@ mod tests {
 
     #[test]
     fn a_lone_item_commits_at_once_and_a_failed_commit_fails_its_whole_batch() {
-        let b = Batcher::<u32>::new(Duration::from_secs(3600));
+        let b = Batcher::<u32>::new(Duration::from_secs(3600), 1);
         let failed = b
             .submit(1, false, |_| Err::<Vec<u32>, _>("db down"))
             .expect("led at once");
@@ -257,7 +272,7 @@ mod tests {
     #[test]
     fn a_batch_waits_to_fill_up_to_the_last_size_or_until_gather_passes() {
         let gather = Duration::from_millis(30);
-        let b = Batcher::<u32>::new(gather);
+        let b = Batcher::<u32>::new(gather, 1);
         // While a commit is in flight, three items wait; their batch of three makes
         // three the size to wait for.
         let led = b.submit(1, false, |items| {
@@ -311,11 +326,27 @@ mod tests {
 
     #[test]
     fn a_panicking_commit_does_not_wedge_the_batcher() {
-        let b = Batcher::<u32>::new(Duration::ZERO);
+        let b = Batcher::<u32>::new(Duration::ZERO, 1);
         let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             b.submit(1, false, |_| -> Result<Vec<u32>, &'static str> { panic!("bug") })
         }));
         assert!(r.is_err());
         assert_eq!(b.submit(2, false, tenfold), Some(vec![(2, Ok(20))]));
+    }
+
+    #[test]
+    fn batches_commit_concurrently_up_to_max_in_flight() {
+        for (max, overlaps) in [(1, false), (2, true)] {
+            let b = Batcher::<u32>::new(Duration::from_secs(3600), max);
+            let led = b.submit(1, false, |items| {
+                // A second full batch while the first commits: it leads at once
+                // only when two may be in flight.
+                let nested = b.submit(2, false, tenfold);
+                assert_eq!(nested.is_some(), overlaps, "max_in_flight {max}");
+                tenfold(items)
+            });
+            assert_eq!(led, Some(vec![(1, Ok(10))]));
+            assert_eq!(b.pending(), usize::from(!overlaps));
+        }
     }
 }

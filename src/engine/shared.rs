@@ -46,7 +46,16 @@ impl Shared {
         Shared {
             queue: TaskQueue::with_capacity(config.max_connections, config.threads),
             gate: Gate::new(config.hash_concurrency),
-            batchers: Lane::ALL.map(|_| Batcher::new(config.counter_gather)),
+            // A commit holds its worker: overlapping commits leave one worker free
+            // for everything else.
+            batchers: Lane::ALL.map(|lane| {
+                let overlap = if lane.commits_overlap() {
+                    config.threads - 1
+                } else {
+                    1
+                };
+                Batcher::new(config.counter_gather, overlap)
+            }),
             buffers: BufferPool::new(config.threads * 64, config.read_buffer_bytes()),
             stats: Arc::new(Stats::default()),
             registry,
