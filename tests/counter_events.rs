@@ -141,54 +141,24 @@ fn the_counter_survives_a_server_restart() {
 
 #[test]
 fn a_database_restart_mid_run_loses_no_acknowledged_increment() {
-    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
-    use std::sync::Arc;
     let cluster = Cluster::new("counterdb");
     let url = cluster.start();
     let server = Server::start(&url, &["8", "--db-timeout", "1s"]);
     let addr = server.addr;
-    let done = Arc::new(AtomicBool::new(false));
-    let (acked, refused) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
-    let threads: Vec<_> = (0..8)
-        .map(|_| {
-            let (done, acked, refused) = (Arc::clone(&done), Arc::clone(&acked), Arc::clone(&refused));
-            std::thread::spawn(move || {
-                let mut all = Vec::new();
-                // Keep incrementing across the outage; reconnect when the server closes.
-                while !done.load(Relaxed) {
-                    let got = increments(addr, 10);
-                    acked.fetch_add(got.iter().filter(|(s, _)| *s == 200).count(), Relaxed);
-                    refused.fetch_add(got.iter().filter(|(s, _)| *s == 503).count(), Relaxed);
-                    all.extend(got);
-                    std::thread::sleep(Duration::from_millis(20));
-                }
-                all
-            })
-        })
-        .collect();
-    // Load before, during and after the outage, each phase ended by what it shows.
-    assert!(eventually(Duration::from_secs(10), || acked.load(Relaxed) >= 100));
-    cluster.stop();
-    assert!(
-        eventually(Duration::from_secs(10), || refused.load(Relaxed) > 0),
-        "the outage was not noticed"
-    );
-    cluster.start();
-    let before = acked.load(Relaxed);
-    assert!(
-        eventually(Duration::from_secs(15), || acked.load(Relaxed) >= before + 100),
-        "no increments acknowledged after the database came back"
-    );
-    done.store(true, Relaxed);
+    // Keep incrementing across the outage; reconnect when the server closes.
+    let answers = restart_under_load(&cluster, 8, move || {
+        let got = increments(addr, 10);
+        let ok = got.iter().filter(|(s, _)| *s == 200).count();
+        let unavailable = got.iter().filter(|(s, _)| *s == 503).count();
+        (ok, unavailable, got)
+    });
     let mut ok = Vec::new();
     let mut unavailable = 0;
-    for t in threads {
-        for (status, v) in t.join().unwrap() {
-            match status {
-                200 => ok.push(v.unwrap()),
-                503 => unavailable += 1,
-                other => panic!("unexpected status {other}"),
-            }
+    for (status, v) in answers {
+        match status {
+            200 => ok.push(v.unwrap()),
+            503 => unavailable += 1,
+            other => panic!("unexpected status {other}"),
         }
     }
     assert!(unavailable > 0, "the outage was not noticed");

@@ -10,9 +10,8 @@ use common::*;
 use std::collections::{HashMap, HashSet};
 use std::io::Write;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
-use std::time::Duration;
 
 /// The C example body with its `img_md5` replaced.
 fn body_with_md5(md5: &str) -> String {
@@ -112,53 +111,20 @@ fn a_database_restart_mid_run_loses_no_acknowledged_sample() {
     let server = Server::start(&url, &["4", "--db-timeout", "1s"]);
     let addr = server.addr;
     let token = Api::new(addr).user("durable");
-    let done = Arc::new(AtomicBool::new(false));
-    let (acked, refused) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
     let next = Arc::new(AtomicUsize::new(0));
-    let threads: Vec<_> = (0..6)
-        .map(|_| {
-            let (done, acked, refused, next) = (
-                Arc::clone(&done),
-                Arc::clone(&acked),
-                Arc::clone(&refused),
-                Arc::clone(&next),
-            );
-            let token = token.clone();
-            std::thread::spawn(move || {
-                let mut all = Vec::new();
-                while !done.load(Relaxed) {
-                    let md5s: Vec<String> = (0..8).map(|_| md5_of(next.fetch_add(1, Relaxed) + 1)).collect();
-                    let got = post_samples(addr, &token, &md5s);
-                    acked.fetch_add(got.iter().filter(|a| a.1 == 201).count(), Relaxed);
-                    refused.fetch_add(got.iter().filter(|a| a.1 == 503).count(), Relaxed);
-                    all.extend(got);
-                    std::thread::sleep(Duration::from_millis(10));
-                }
-                all
-            })
-        })
-        .collect();
-    assert!(eventually(Duration::from_secs(10), || acked.load(Relaxed) >= 100));
-    cluster.stop();
-    assert!(
-        eventually(Duration::from_secs(10), || refused.load(Relaxed) > 0),
-        "the outage was not noticed"
-    );
-    cluster.start();
-    let before = acked.load(Relaxed);
-    assert!(
-        eventually(Duration::from_secs(15), || acked.load(Relaxed) >= before + 100),
-        "no sample acknowledged after the database came back"
-    );
-    done.store(true, Relaxed);
+    let answers = restart_under_load(&cluster, 6, move || {
+        let md5s: Vec<String> = (0..8).map(|_| md5_of(next.fetch_add(1, Relaxed) + 1)).collect();
+        let got = post_samples(addr, &token, &md5s);
+        let ok = got.iter().filter(|a| a.1 == 201).count();
+        let unavailable = got.iter().filter(|a| a.1 == 503).count();
+        (ok, unavailable, got)
+    });
     let mut acknowledged = Vec::new();
-    for t in threads {
-        for (md5, status, id) in t.join().unwrap() {
-            match status {
-                201 => acknowledged.push((md5, id.unwrap())),
-                503 => {}
-                other => panic!("unexpected status {other} for {md5}"),
-            }
+    for (md5, status, id) in answers {
+        match status {
+            201 => acknowledged.push((md5, id.unwrap())),
+            503 => {}
+            other => panic!("unexpected status {other} for {md5}"),
         }
     }
     // Every acknowledged sample is in the database, under the id it was given.

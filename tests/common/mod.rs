@@ -444,3 +444,59 @@ impl Drop for Cluster {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// Runs `load` on `threads` threads until the database has been restarted under
+/// it, and returns what each thread collected. Each call of `load` makes a few
+/// requests and returns (acknowledged, refused with 503, its own record). The
+/// phases end by what they show, never by a sleep: 100 writes acknowledged, the
+/// cluster stopped until a 503 is seen, started again until 100 more are
+/// acknowledged.
+pub fn restart_under_load<R: Send + 'static>(
+    cluster: &Cluster,
+    threads: usize,
+    load: impl Fn() -> (usize, usize, Vec<R>) + Send + Sync + 'static,
+) -> Vec<R> {
+    use std::sync::atomic::AtomicBool;
+    use std::sync::Arc;
+    let load = Arc::new(load);
+    let done = Arc::new(AtomicBool::new(false));
+    let (acked, refused) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let workers: Vec<_> = (0..threads)
+        .map(|_| {
+            let (load, done, acked, refused) = (
+                Arc::clone(&load),
+                Arc::clone(&done),
+                Arc::clone(&acked),
+                Arc::clone(&refused),
+            );
+            std::thread::spawn(move || {
+                let mut all = Vec::new();
+                while !done.load(Ordering::Relaxed) {
+                    let (ok, unavailable, record) = load();
+                    acked.fetch_add(ok, Ordering::Relaxed);
+                    refused.fetch_add(unavailable, Ordering::Relaxed);
+                    all.extend(record);
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                all
+            })
+        })
+        .collect();
+    assert!(eventually(Duration::from_secs(10), || acked
+        .load(Ordering::Relaxed)
+        >= 100));
+    cluster.stop();
+    assert!(
+        eventually(Duration::from_secs(10), || refused.load(Ordering::Relaxed) > 0),
+        "the outage was not noticed"
+    );
+    cluster.start();
+    let before = acked.load(Ordering::Relaxed);
+    assert!(
+        eventually(Duration::from_secs(15), || acked.load(Ordering::Relaxed)
+            >= before + 100),
+        "no write acknowledged after the database came back"
+    );
+    done.store(true, Ordering::Relaxed);
+    workers.into_iter().flat_map(|w| w.join().unwrap()).collect()
+}
