@@ -44,6 +44,14 @@ pub struct Args {
     #[arg(long, env = "DB_STARTUP_WAIT", default_value = "10s", value_parser = parse_duration)]
     pub db_startup_wait: Duration,
 
+    /// Consecutive database failures (failed checkouts, lost connections) that open the circuit breaker; while open, routes that need the database answer 503 at once.
+    #[arg(long, env = "BREAKER_FAILURES", default_value_t = 5)]
+    pub breaker_failures: u32,
+
+    /// How long the database breaker stays open before one probe request may try again.
+    #[arg(long, env = "BREAKER_RESET", default_value = "1s", value_parser = parse_duration)]
+    pub breaker_reset: Duration,
+
     /// Open connections accepted at once; past it new ones get 503 + Retry-After and are closed.
     #[arg(long, env = "MAX_CONNECTIONS", default_value_t = 10_000)]
     pub max_connections: usize,
@@ -131,6 +139,8 @@ pub struct Config {
     pub db_pool_size: u32,
     pub db_timeout: Duration,
     pub db_startup_wait: Duration,
+    pub breaker_failures: u32,
+    pub breaker_reset: Duration,
     pub max_connections: usize,
     pub backlog: i32,
     pub max_header_bytes: usize,
@@ -184,6 +194,8 @@ impl Config {
             db_pool_size: a.db_pool_size.unwrap_or(threads as u32 + 2).max(1),
             db_timeout: a.db_timeout,
             db_startup_wait: a.db_startup_wait,
+            breaker_failures: a.breaker_failures.max(1),
+            breaker_reset: a.breaker_reset,
             max_connections: a.max_connections,
             backlog: a.backlog.max(1),
             max_header_bytes: a.max_header_bytes,

@@ -12,8 +12,8 @@
 //! `engine/` (threads, sockets, connections) uses `http/` (bytes ↔ heads and
 //! responses) and calls `api/` (routes, policy, handlers, the error → status map)
 //! through `api::Api`; `api/` uses `store/` (PostgreSQL, files, the 1MRC aggregate)
-//! and `obs/` (counters, the status line). `http/`, `store/` and `obs/` import
-//! nothing of the crate. See ARCHITECTURE.md for the map and the invariants.
+//! and `obs/` (counters, the status line); `store/` uses `traffic/` (the circuit
+//! breaker). `http/`, `obs/` and `traffic/` import nothing of the crate. See ARCHITECTURE.md for the map and the invariants.
 
 pub(crate) mod api;
 pub mod config;
@@ -21,6 +21,7 @@ pub(crate) mod engine;
 pub(crate) mod http;
 pub(crate) mod obs;
 pub(crate) mod store;
+pub(crate) mod traffic;
 
 pub use config::{Args, Config};
 pub use engine::{Server, Stopper};

@@ -2,7 +2,7 @@
 //! other, directly or around a circle.
 //!
 //! A file's layer is its folder under `src/` (`engine`, `http`, `api`, `store`,
-//! `obs`), or, for a file at the top, its own name (`config`; `lib` and `main` may
+//! `obs`, `traffic`), or, for a file at the top, its own name (`config`; `lib` and `main` may
 //! use anything). Imports are read as text: every `crate::…` and `super::…` path
 //! outside comments and before the file's `#[cfg(test)]` section, with `{…}` groups
 //! expanded, is resolved to the deepest file that defines it. A parent module
@@ -20,10 +20,11 @@ use std::path::Path;
 /// Which layers each layer may import. Anything not listed is refused.
 const ALLOWED: &[(&str, &[&str])] = &[
     ("http", &[]),
-    ("store", &[]),
+    ("store", &["traffic"]),
     ("obs", &[]),
+    ("traffic", &[]),
     ("config", &["http"]),
-    ("api", &["config", "http", "obs", "store"]),
+    ("api", &["config", "http", "obs", "store", "traffic"]),
     ("engine", &["api", "config", "http", "obs"]),
 ];
 

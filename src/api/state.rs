@@ -7,6 +7,7 @@ use crate::config::Config;
 use crate::store::db::{self, Db};
 use crate::store::events::Events;
 use crate::store::files::Store;
+use crate::traffic::breaker::Breaker;
 
 /// Everything handlers share.
 pub struct State {
@@ -25,8 +26,14 @@ impl State {
     pub fn open(config: &Config) -> Result<State, String> {
         db::apply_schema(&config.database_url, config.db_startup_wait)
             .map_err(|e| format!("cannot apply schema.sql: {e}"))?;
-        let db = Db::new(&config.database_url, config.db_pool_size, config.db_timeout)
-            .map_err(|e| e.to_string())?;
+        let breaker = Breaker::new("database", config.breaker_failures, config.breaker_reset);
+        let db = Db::new(
+            &config.database_url,
+            config.db_pool_size,
+            config.db_timeout,
+            breaker,
+        )
+        .map_err(|e| e.to_string())?;
         let passwords = Passwords::new(config.argon2_memory_kib, config.argon2_iterations)?;
         let store = Store::open(&config.data_dir)
             .map_err(|e| format!("cannot use data directory {}: {e}", config.data_dir.display()))?;

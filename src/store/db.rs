@@ -1,19 +1,24 @@
 //! The database: a bounded r2d2 pool of blocking PostgreSQL connections, each with
 //! every statement prepared once when it is opened, and the start-up schema step.
 //!
-//! Availability is decided here. A checkout waits at most `db_timeout`; after one
-//! fails, checkouts stop waiting (they take a ready connection or fail at once) until
-//! a connection succeeds again, so a dead database costs each request microseconds,
-//! not seconds, and workers stay free for requests that need no database. r2d2 keeps
-//! reconnecting in the background, which is how the server recovers by itself.
+//! Availability is decided here, by a circuit [`Breaker`]. A checkout waits at most
+//! `db_timeout`; failed checkouts and queries that lost the database count as
+//! failures, and `--breaker-failures` of them in a row open the breaker: then every
+//! checkout fails at once (a dead database costs each request microseconds, not
+//! seconds, and workers stay free for requests that need no database). After
+//! `--breaker-reset` one probe may take an idle connection without waiting; r2d2
+//! keeps reconnecting in the background, so once the database is back the probe
+//! finds one and closes the breaker: the server recovers by itself.
 //! SQL text lives in `sql.rs`; what the rows mean lives in `api/`.
 
 use super::sql;
+use crate::traffic::breaker::{Admit, Breaker, State};
 use parking_lot::Mutex;
 use postgres::{Client, NoTls, Statement};
 use r2d2::{ManageConnection, PooledConnection};
 use r2d2_postgres::PostgresConnectionManager;
 use std::fmt;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// What can go wrong talking to the database, as far as callers care.
@@ -102,8 +107,10 @@ pub struct DbConn {
     pub st: Statements,
 }
 
-/// r2d2 manager that wraps r2d2_postgres's and prepares statements on connect.
-pub struct Manager(PostgresConnectionManager<NoTls>);
+/// r2d2 manager that wraps r2d2_postgres's and prepares statements on connect. It
+/// also tells the breaker about every connection handed back: one that survived
+/// its use is a success (the database answered, whatever it answered).
+pub struct Manager(PostgresConnectionManager<NoTls>, Arc<Breaker>);
 
 impl ManageConnection for Manager {
     type Connection = DbConn;
@@ -120,7 +127,12 @@ impl ManageConnection for Manager {
     }
 
     fn has_broken(&self, conn: &mut DbConn) -> bool {
-        conn.client.is_closed()
+        let broken = conn.client.is_closed();
+        if !broken {
+            self.1.success();
+        }
+        // A broken one was already counted as a failure, by `Db::note`.
+        broken
     }
 }
 
@@ -142,18 +154,21 @@ impl r2d2::HandleError<postgres::Error> for ErrorLog {
 
 pub struct Db {
     pool: r2d2::Pool<Manager>,
-    /// Set while the database is believed down: checkouts do not wait.
-    down: std::sync::atomic::AtomicBool,
+    breaker: Arc<Breaker>,
 }
 
 impl Db {
     /// Builds the pool without waiting for any connection: the server starts serving
     /// requests that need no database even when it is down.
-    pub fn new(url: &str, size: u32, timeout: Duration) -> Result<Db, DbError> {
+    pub fn new(url: &str, size: u32, timeout: Duration, breaker: Breaker) -> Result<Db, DbError> {
         let config: postgres::Config = url
             .parse()
             .map_err(|e| DbError::Other(format!("invalid database url: {e}")))?;
-        let manager = Manager(PostgresConnectionManager::new(config, NoTls));
+        let breaker = Arc::new(breaker);
+        let manager = Manager(
+            PostgresConnectionManager::new(config, NoTls),
+            Arc::clone(&breaker),
+        );
         let pool = r2d2::Pool::builder()
             .max_size(size)
             .min_idle(Some(size))
@@ -161,32 +176,32 @@ impl Db {
             .test_on_check_out(false)
             .error_handler(Box::new(ErrorLog::default()))
             .build_unchecked(manager);
-        Ok(Db {
-            pool,
-            down: std::sync::atomic::AtomicBool::new(false),
-        })
+        Ok(Db { pool, breaker })
     }
 
-    /// A connection, waiting up to the configured timeout unless the database is known
-    /// to be down, in which case only an idle connection is taken.
+    /// A connection: at once when the breaker is open (`Unavailable`), else waiting
+    /// up to the configured timeout; the probe of a half-open breaker takes an idle
+    /// connection or fails, without waiting.
     pub fn get(&self) -> Result<PooledConnection<Manager>, DbError> {
-        use std::sync::atomic::Ordering::Relaxed;
-        if self.down.load(Relaxed) {
-            return match self.pool.try_get() {
-                Some(c) => {
-                    self.down.store(false, Relaxed);
-                    tracing::info!("database reachable again");
-                    Ok(c)
-                }
-                None => Err(DbError::Unavailable("database is down".into())),
-            };
+        let got = match self.breaker.admit(Instant::now()) {
+            Err(_) => return Err(DbError::Unavailable("database circuit breaker open".into())),
+            Ok(Admit::Pass) => self.pool.get().map_err(|e| DbError::Unavailable(e.to_string())),
+            Ok(Admit::Probe) => self
+                .pool
+                .try_get()
+                .ok_or_else(|| DbError::Unavailable("no database connection yet".into())),
+        };
+        // Success is reported when the connection comes back unbroken (see
+        // `Manager::has_broken`): a checkout alone does not show the database works.
+        if got.is_err() {
+            self.breaker.failure(Instant::now());
         }
-        self.pool.get().map_err(|e| {
-            if !self.down.swap(true, Relaxed) {
-                tracing::warn!("database unavailable: {e}");
-            }
-            DbError::Unavailable(e.to_string())
-        })
+        got
+    }
+
+    /// The breaker's state, for `/ready`.
+    pub fn breaker_state(&self) -> State {
+        self.breaker.state()
     }
 
     /// Whether every connection of the pool is open (start-up opens them in the
@@ -196,11 +211,11 @@ impl Db {
         state.connections == self.pool.max_size()
     }
 
-    /// Records that a query failed because the database went away, so later checkouts
-    /// fail fast until a connection works again.
+    /// Records that a query failed because the database went away: a failure for
+    /// the breaker.
     pub fn note(&self, e: &DbError) {
         if let DbError::Unavailable(_) = e {
-            self.down.store(true, std::sync::atomic::Ordering::Relaxed);
+            self.breaker.failure(Instant::now());
         }
     }
 }
