@@ -120,6 +120,10 @@ pub struct Args {
     #[arg(long, env = "COUNTER_GATHER", default_value = "300us", value_parser = parse_duration)]
     pub counter_gather: Duration,
 
+    /// JSON response bodies of at least this many bytes are gzip-compressed for clients that accept gzip (0: never compress).
+    #[arg(long, env = "COMPRESS_MIN_BYTES", default_value_t = 1024)]
+    pub compress_min_bytes: usize,
+
     /// Directory for uploaded files (created if missing).
     #[arg(long, env = "DATA_DIR", default_value = "data")]
     pub data_dir: PathBuf,
@@ -157,6 +161,7 @@ pub struct Config {
     pub token_cache_size: usize,
     pub stats: bool,
     pub counter_gather: Duration,
+    pub compress_min_bytes: usize,
     pub data_dir: PathBuf,
     pub inject_panics: bool,
 }
@@ -216,6 +221,7 @@ impl Config {
                 a.stats || stderr_is_terminal
             },
             counter_gather: a.counter_gather,
+            compress_min_bytes: a.compress_min_bytes,
             data_dir: a.data_dir,
             inject_panics: a.inject_panics,
         })

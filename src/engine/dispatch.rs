@@ -17,6 +17,7 @@ use crate::api::request::{Reply, Request};
 use crate::api::route::{BodyUse, Lane, Plan, Wait};
 use crate::api::{Api, Staged};
 use crate::http::body::Decoder;
+use crate::http::compress::{accepts_gzip, gzip};
 use crate::http::date::DateCache;
 use crate::http::error::HttpError;
 use crate::http::parse::{parse_head, Framing, Head, Limits, Method};
@@ -70,6 +71,8 @@ pub(crate) struct Dispatcher {
     body: Vec<u8>,
     /// Scratch for one decoded chunked request body.
     decoded: Vec<u8>,
+    /// Scratch for one gzip-compressed response body.
+    gzipped: Vec<u8>,
     date: DateCache,
 }
 
@@ -84,6 +87,7 @@ impl Dispatcher {
             out: Vec::with_capacity(64 * 1024),
             body: Vec::with_capacity(16 * 1024),
             decoded: Vec::with_capacity(cfg.max_json_bytes),
+            gzipped: Vec::new(),
             date: DateCache::default(),
             api,
             shared,
@@ -181,7 +185,7 @@ impl Dispatcher {
             let (sent, closes) = match plan {
                 Err(e) => {
                     self.count(None);
-                    self.reply(Err(e), close, head_only)
+                    self.reply(Err(e), close, head_only, None)
                 }
                 Ok(plan) => {
                     // A request that must wait stays buffered: for a hashing permit,
@@ -208,7 +212,7 @@ impl Dispatcher {
                                 Err(e) => {
                                     // Refused before it was staged (401, 400, ...).
                                     self.count(Some(plan.kind));
-                                    let replied = self.reply(Err(e), close, head_only);
+                                    let replied = self.reply(Err(e), close, head_only, None);
                                     self.decoded = decoded;
                                     pos += end;
                                     conn.request_done();
@@ -265,7 +269,8 @@ impl Dispatcher {
         self.body.clear();
         let (api, body) = (&self.api, &mut self.body);
         let result = guarded(&self.shared.stats, || api.handle(plan.route, req, body));
-        self.reply(result, close, head_only)
+        let accept_encoding = req.head.accept_encoding.map(|a| a.str(req.buf));
+        self.reply(result, close, head_only, accept_encoding)
     }
 
     /// Encodes a handler's result into the batch: the file to stream after the head,
@@ -275,22 +280,43 @@ impl Dispatcher {
         result: Result<Reply, Error>,
         close: bool,
         head_only: bool,
+        accept_encoding: Option<&str>,
     ) -> (Option<Outgoing>, bool) {
         let date = self.date.now();
         match result {
             Ok(reply) => {
-                let extra;
-                let headers: &[(&str, &str)] = match &reply.header {
-                    Some((name, value)) => {
-                        extra = [(*name, value.as_str())];
-                        &extra
+                let mut extra = [("", ""); 3];
+                let mut n = 0;
+                if let Some((name, value)) = &reply.header {
+                    extra[n] = (*name, value.as_str());
+                    n += 1;
+                }
+                // A JSON body big enough to be worth it varies with Accept-Encoding,
+                // and is gzipped when the client accepts that (never a HEAD answer,
+                // a file, or a body-less status).
+                let min = self.shared.config.compress_min_bytes;
+                let mut body: &[u8] = &self.body;
+                if min > 0
+                    && reply.file.is_none()
+                    && reply.content_type == Some("application/json")
+                    && body.len() >= min
+                    && !matches!(reply.status, 204 | 304)
+                {
+                    extra[n] = ("Vary", "Accept-Encoding");
+                    n += 1;
+                    if !head_only && accept_encoding.is_some_and(accepts_gzip) {
+                        self.gzipped.clear();
+                        if gzip(body, &mut self.gzipped).is_ok() {
+                            body = &self.gzipped;
+                            extra[n] = ("Content-Encoding", "gzip");
+                            n += 1;
+                        }
                     }
-                    None => &[],
-                };
+                }
                 let head = ResponseHead {
                     status: reply.status,
                     content_type: reply.content_type,
-                    headers,
+                    headers: &extra[..n],
                     close,
                 };
                 match reply.file {
@@ -299,7 +325,7 @@ impl Dispatcher {
                         ((!head_only).then(|| Outgoing::new(file, size)), close)
                     }
                     None => {
-                        encode(&mut self.out, date, &head, &self.body, head_only);
+                        encode(&mut self.out, date, &head, body, head_only);
                         (None, close)
                     }
                 }
@@ -354,7 +380,7 @@ impl Dispatcher {
                 self.body.clear();
                 let (api, out) = (&self.api, &mut self.body);
                 let result = guarded(&self.shared.stats, || api.finish_upload(incoming.body, out));
-                let (_, closes) = self.reply(result, close, false);
+                let (_, closes) = self.reply(result, close, false, None);
                 (used, if closes { Step::Close } else { Step::NeedMore })
             }
             Err(e) => {

@@ -9,6 +9,7 @@
 
 pub(crate) mod body;
 pub(crate) mod chunked;
+pub(crate) mod compress;
 pub(crate) mod date;
 pub(crate) mod error;
 pub(crate) mod parse;

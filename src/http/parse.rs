@@ -106,6 +106,7 @@ pub struct Head {
     pub content_type: Option<Span>,
     pub authorization: Option<Span>,
     pub if_none_match: Option<Span>,
+    pub accept_encoding: Option<Span>,
 }
 
 /// Parses one request head at the start of `buf`.
@@ -170,6 +171,7 @@ pub fn parse_head(buf: &[u8], limits: &Limits) -> Result<Option<Head>, HttpError
         content_type: None,
         authorization: None,
         if_none_match: None,
+        accept_encoding: None,
     };
 
     let mut content_length: Option<u64> = None;
@@ -226,6 +228,8 @@ pub fn parse_head(buf: &[u8], limits: &Limits) -> Result<Option<Head>, HttpError
             head.authorization = Some(Span::within(buf, trim(value)));
         } else if name.eq_ignore_ascii_case("if-none-match") {
             head.if_none_match = Some(Span::within(buf, trim(value)));
+        } else if name.eq_ignore_ascii_case("accept-encoding") {
+            head.accept_encoding = Some(Span::within(buf, trim(value)));
         }
     }
 
