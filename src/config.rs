@@ -128,10 +128,19 @@ pub struct Args {
     #[arg(long, env = "DATA_DIR", default_value = "data")]
     pub data_dir: PathBuf,
 
-    /// Test only: route GET /debug/panic to a handler that panics, to show that a
-    /// panic costs one connection (500, then close) and never a worker.
-    #[arg(long, env = "INJECT_PANICS", hide = true)]
-    pub inject_panics: bool,
+    /// Load shedding: when connections wait longer than this in the task queue for a whole --shed-interval, new requests get 503 + Retry-After until the queue drains (0: never shed).
+    #[arg(long, env = "SHED_TARGET", default_value = "20ms", value_parser = parse_duration)]
+    pub shed_target: Duration,
+
+    /// How long the queue wait must stay above --shed-target before shedding starts.
+    #[arg(long, env = "SHED_INTERVAL", default_value = "100ms", value_parser = parse_duration)]
+    pub shed_interval: Duration,
+
+    /// Test only: route GET /debug/panic to a handler that panics (a panic costs one
+    /// connection, never a worker) and GET /debug/sleep/{ms} to one that holds its
+    /// worker that long (an overload on demand).
+    #[arg(long, env = "TEST_ROUTES", hide = true)]
+    pub test_routes: bool,
 }
 
 /// Validated settings; see [`Args`] for what each means.
@@ -163,7 +172,9 @@ pub struct Config {
     pub counter_gather: Duration,
     pub compress_min_bytes: usize,
     pub data_dir: PathBuf,
-    pub inject_panics: bool,
+    pub shed_target: Duration,
+    pub shed_interval: Duration,
+    pub test_routes: bool,
 }
 
 impl Config {
@@ -223,7 +234,9 @@ impl Config {
             counter_gather: a.counter_gather,
             compress_min_bytes: a.compress_min_bytes,
             data_dir: a.data_dir,
-            inject_panics: a.inject_panics,
+            shed_target: a.shed_target,
+            shed_interval: a.shed_interval,
+            test_routes: a.test_routes,
         })
     }
 

@@ -17,7 +17,7 @@ const PANIC: &str = "GET /debug/panic HTTP/1.1\r\nHost: t\r\n\r\n";
 fn a_panicking_handler_costs_its_connection_not_the_worker() {
     let db = TestDb::new("panic");
     // One worker: if a panic killed it, nothing would answer afterwards.
-    let server = Server::start(&db.url, &["1", "--inject-panics"]);
+    let server = Server::start(&db.url, &["1", "--test-routes"]);
     for round in 0..3 {
         // A request pipelined behind the panicking one is never processed: the
         // connection closes after the 500.

@@ -25,7 +25,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("traffic", &[]),
     ("config", &["http"]),
     ("api", &["config", "http", "obs", "store", "traffic"]),
-    ("engine", &["api", "config", "http", "obs"]),
+    ("engine", &["api", "config", "http", "obs", "traffic"]),
 ];
 
 /// Source files by path relative to `src/` (`api/mod.rs`), with their text.

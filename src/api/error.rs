@@ -30,6 +30,8 @@ pub enum ApiError {
     Unavailable,
     /// The server is at its connection limit.
     Overloaded,
+    /// The server is shedding load (its queue wait stays above target).
+    Shed,
     /// A bug or an unexpected database answer; logged, never shown in detail.
     Internal(String),
     /// Serving the request panicked (a bug); holds the panic message. The connection
@@ -92,7 +94,7 @@ impl Error {
                 ApiError::MethodNotAllowed(_) => 405,
                 ApiError::Conflict(_) => 409,
                 ApiError::UnsupportedMediaType(_) => 415,
-                ApiError::Unavailable | ApiError::Overloaded => 503,
+                ApiError::Unavailable | ApiError::Overloaded | ApiError::Shed => 503,
                 ApiError::Internal(_) | ApiError::Panicked(_) => 500,
             },
         }
@@ -112,7 +114,9 @@ impl Error {
             Error::Api(ApiError::Unauthorized) | Error::Api(ApiError::BadCredentials) => {
                 Some(("WWW-Authenticate", "Bearer"))
             }
-            Error::Api(ApiError::Unavailable | ApiError::Overloaded) => Some(("Retry-After", "1")),
+            Error::Api(ApiError::Unavailable | ApiError::Overloaded | ApiError::Shed) => {
+                Some(("Retry-After", "1"))
+            }
             _ => None,
         }
     }
@@ -160,6 +164,7 @@ impl Error {
                 ApiError::UnsupportedMediaType(d) => d,
                 ApiError::Unavailable => "database unavailable, retry shortly",
                 ApiError::Overloaded => "server at its connection limit, retry shortly",
+                ApiError::Shed => "server overloaded, retry shortly",
                 ApiError::Internal(_) | ApiError::Panicked(_) => "internal error",
             },
         };

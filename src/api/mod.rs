@@ -69,10 +69,9 @@ impl Api {
     pub fn plan(&self, head: &Head, buf: &[u8]) -> Result<Plan, Error> {
         let cfg = &self.state.config;
         let path = head.path.str(buf);
-        let route = if cfg.inject_panics && path == "/debug/panic" {
-            Route::InjectedPanic
-        } else {
-            route::route(head.method, path)?
+        let route = match path.strip_prefix("/debug/") {
+            Some(test) if cfg.test_routes => route::test_route(test)?,
+            _ => route::route(head.method, path)?,
         };
         // Routes without a meaningful body still read (and ignore) a small one.
         let (body, body_limit) = match route {
@@ -90,6 +89,7 @@ impl Api {
             body,
             wait: route.wait(),
             kind: route.kind(),
+            shed: route.sheddable(),
         })
     }
 
@@ -119,7 +119,11 @@ impl Api {
             Route::CounterGet => counter::get(st, out),
             Route::EventPost => events::post(st, req),
             Route::EventStats => events::stats(st, out),
-            Route::InjectedPanic => panic!("injected panic (--inject-panics)"),
+            Route::InjectedPanic => panic!("injected panic (--test-routes)"),
+            Route::InjectedSleep(ms) => {
+                std::thread::sleep(std::time::Duration::from_millis(ms));
+                health::health(out)
+            }
             Route::FileUpload => {
                 Err(ApiError::Internal("uploads are streamed, not dispatched".into()).into())
             }

@@ -26,9 +26,12 @@ pub enum Route {
     CounterGet,
     EventPost,
     EventStats,
-    /// GET /debug/panic, routed only with `--inject-panics`: its handler panics, so
+    /// GET /debug/panic, routed only with `--test-routes`: its handler panics, so
     /// tests can show that a panic costs one connection and not a worker.
     InjectedPanic,
+    /// GET /debug/sleep/{ms}, routed only with `--test-routes`: its handler holds
+    /// its worker that many milliseconds (at most 1000), an overload on demand.
+    InjectedSleep(u64),
 }
 
 /// What a request must wait for before its handler runs. Waiting never holds a
@@ -91,12 +94,15 @@ pub struct Plan {
     pub wait: Wait,
     /// How the request is counted.
     pub kind: Kind,
+    /// Whether the request is refused while the server sheds load (everything but
+    /// the probes of liveness and readiness).
+    pub shed: bool,
 }
 
 impl Route {
     pub fn kind(self) -> Kind {
         match self {
-            Route::Health | Route::Ready | Route::InjectedPanic => Kind::Health,
+            Route::Health | Route::Ready | Route::InjectedPanic | Route::InjectedSleep(_) => Kind::Health,
             Route::AuthCreate | Route::AuthLogin | Route::AuthLogout => Kind::Auth,
             Route::SampleCreate | Route::SampleGet(_) | Route::SampleList => Kind::Sample,
             Route::FileUpload | Route::FileGet(_) => Kind::File,
@@ -113,6 +119,11 @@ impl Route {
             Route::SampleCreate => Wait::Batch(Lane::Samples),
             _ => Wait::Nothing,
         }
+    }
+
+    /// Whether the route is refused while the server sheds load.
+    pub fn sheddable(self) -> bool {
+        !matches!(self, Route::Health | Route::Ready)
     }
 
     /// Whether the route takes a JSON body.
@@ -167,6 +178,19 @@ pub fn route(method: Method, path: &str) -> Result<Route, ApiError> {
         Ok(route)
     } else {
         Err(ApiError::MethodNotAllowed(allow))
+    }
+}
+
+/// The routes under `/debug/` that `--test-routes` adds (`rest` is the path after
+/// that prefix).
+pub fn test_route(rest: &str) -> Result<Route, ApiError> {
+    if rest == "panic" {
+        return Ok(Route::InjectedPanic);
+    }
+    match rest.strip_prefix("sleep/").map(str::parse::<u64>) {
+        Some(Ok(ms)) if ms <= 1000 => Ok(Route::InjectedSleep(ms)),
+        Some(_) => Err(ApiError::Invalid("sleep takes 0 to 1000 milliseconds".into())),
+        None => Err(ApiError::NotFound),
     }
 }
 

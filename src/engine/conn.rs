@@ -64,6 +64,8 @@ pub(crate) struct Conn {
     pub phase: Phase,
     /// When the poller gives up on this connection if it is still parked.
     pub deadline: Instant,
+    /// When it last joined the task queue (its wait there feeds load shedding).
+    pub queued_at: Instant,
     registry: Arc<Registry<Conn>>,
 }
 
@@ -74,6 +76,7 @@ impl Conn {
             io,
             phase: Phase::Idle,
             deadline,
+            queued_at: deadline,
             registry,
         }
     }

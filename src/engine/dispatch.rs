@@ -126,7 +126,15 @@ impl Dispatcher {
                 }
             };
             let head_only = head.method == Method::Head;
-            let (plan, limit) = match self.api.plan(&head, rest) {
+            let planned = self.api.plan(&head, rest).and_then(|plan| {
+                if plan.shed && self.shared.shedder.is_shedding() {
+                    self.shared.stats.shed.fetch_add(1, Relaxed);
+                    Err(ApiError::Shed.into())
+                } else {
+                    Ok(plan)
+                }
+            });
+            let (plan, limit) = match planned {
                 Ok(plan) => (Ok(plan), plan.body_limit),
                 Err(e) if e.closes_connection() || !self.can_skip_body(&head) => {
                     // A body that is not read cannot be skipped: answer now and close,

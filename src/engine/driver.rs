@@ -195,7 +195,7 @@ impl Driver {
         if let Some(conn) = self.shared.registry.park(conn) {
             // Readiness arrived while we held it: back of the queue, like any event
             // (a closed queue means shutdown, and dropping closes).
-            let _ = self.shared.queue.push(conn);
+            let _ = self.shared.enqueue(conn);
         }
     }
 

@@ -15,8 +15,10 @@ use crate::api::route::Lane;
 use crate::api::Staged;
 use crate::config::Config;
 use crate::obs::stats::Stats;
+use crate::traffic::shed::Shedder;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Instant;
 
 /// A connection whose request waits for its batch, with what it will commit.
 pub(crate) struct Waiter {
@@ -37,6 +39,8 @@ pub(crate) struct Shared {
     pub batchers: [Batcher<Waiter>; Lane::ALL.len()],
     pub buffers: BufferPool,
     pub stats: Arc<Stats>,
+    /// Decides from queue waits whether new requests are refused.
+    pub shedder: Shedder,
     shutdown: AtomicBool,
     stopped: AtomicBool,
 }
@@ -58,11 +62,19 @@ impl Shared {
             }),
             buffers: BufferPool::new(config.threads * 64, config.read_buffer_bytes()),
             stats: Arc::new(Stats::default()),
+            shedder: Shedder::new(config.shed_target, config.shed_interval),
             registry,
             shutdown: AtomicBool::new(false),
             stopped: AtomicBool::new(false),
             config,
         }
+    }
+
+    /// Puts a connection on the task queue, noting when (for load shedding). A
+    /// full or closed queue hands it back.
+    pub fn enqueue(&self, mut conn: Box<Conn>) -> Result<(), Box<Conn>> {
+        conn.queued_at = Instant::now();
+        self.queue.push(conn)
     }
 
     pub fn batcher(&self, lane: Lane) -> &Batcher<Waiter> {
@@ -111,7 +123,7 @@ impl ReleasePermit for Shared {
                 Arc::clone(&self) as Arc<dyn ReleasePermit>
             )));
             // A closed queue (shutdown) drops the connection, which releases again.
-            let _ = self.queue.push(next);
+            let _ = self.enqueue(next);
             return;
         }
     }

@@ -81,6 +81,10 @@ impl Worker {
         loop {
             let served = catch_unwind(AssertUnwindSafe(|| match self.next_task() {
                 Some(conn) => {
+                    let now = Instant::now();
+                    self.shared
+                        .shedder
+                        .observe(now.saturating_duration_since(conn.queued_at), now);
                     self.serve(Some(conn));
                     true
                 }

@@ -39,6 +39,8 @@ pub struct Stats {
     /// Connections refused at the connection limit.
     pub rejected: AtomicU64,
     pub timeouts: AtomicU64,
+    /// Requests refused while shedding load.
+    pub shed: AtomicU64,
     /// Panics caught while serving a connection; each cost that connection only.
     pub panics: AtomicU64,
     /// Requests dropped unserved because their client had gone while they waited
@@ -100,7 +102,7 @@ pub fn status_line_loop(
         let load = d[1] as f64 / 1e9 / secs / threads as f64 * 100.0;
         let _ = writeln!(
             std::io::stderr().lock(),
-            "clients {:>5} | busy {:>2}/{} | queue {:>4} | req/s health {:>6.0} auth {:>5.0} sample {:>5.0} file {:>5.0} counter {:>6.0} event {:>6.0} rejected {:>4.0} | mean task {:>7.1} us | load {:>5.1}% | panics {}",
+            "clients {:>5} | busy {:>2}/{} | queue {:>4} | req/s health {:>6.0} auth {:>5.0} sample {:>5.0} file {:>5.0} counter {:>6.0} event {:>6.0} rejected {:>4.0} | mean task {:>7.1} us | load {:>5.1}% | shed {} | panics {}",
             clients(),
             stats.busy.load(Relaxed),
             threads,
@@ -114,6 +116,7 @@ pub fn status_line_loop(
             d[5] as f64 / secs,
             mean_us,
             load.min(100.0),
+            stats.shed.load(Relaxed),
             stats.panics.load(Relaxed),
         );
     }

@@ -1,9 +1,10 @@
 //! Traffic management primitives: I/O-free state machines that decide whether work
 //! may go ahead, driven by the caller's clock and outcomes. Today the circuit
-//! [`breaker`]; rate limiting and load shedding belong here too.
+//! [`breaker`] and the load [`shed`]der; rate limiting belongs here too.
 //!
 //! Nothing here performs I/O, reads a clock of its own or knows what it guards:
 //! callers pass `Instant`s and report outcomes, so every rule is unit-tested with
 //! made-up times.
 
 pub(crate) mod breaker;
+pub(crate) mod shed;
