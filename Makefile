@@ -57,3 +57,4 @@ bench: build
 	scripts/bench-counter.sh
 	scripts/build-ref.sh
 	scripts/bench-events.sh
+	scripts/bench-shed.sh

@@ -133,7 +133,7 @@ pub struct Args {
     pub shed_target: Duration,
 
     /// How long the queue wait must stay above --shed-target before shedding starts.
-    #[arg(long, env = "SHED_INTERVAL", default_value = "100ms", value_parser = parse_duration)]
+    #[arg(long, env = "SHED_INTERVAL", default_value = "50ms", value_parser = parse_duration)]
     pub shed_interval: Duration,
 
     /// Test only: route GET /debug/panic to a handler that panics (a panic costs one
