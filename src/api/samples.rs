@@ -160,13 +160,13 @@ pub fn commit(st: &State, items: &[&NewSample]) -> Result<Vec<Result<i64, ApiErr
                 ],
             )
             .map_err(DbError::from)
+            // Noted while the connection is still held, so that handing it back
+            // does not count as a success (see `Db::note`).
+            .inspect_err(|e| st.db.note(e))
     };
     let inserted = match inserted {
         Ok(rows) => rows,
-        Err(e @ DbError::Unavailable(_)) => {
-            st.db.note(&e);
-            return Err(e.into());
-        }
+        Err(e @ DbError::Unavailable(_)) => return Err(e.into()),
         Err(e) if items.len() > 1 => {
             // A duplicate is the client's business; anything else is worth a look.
             if let DbError::Conflict(_) = e {
@@ -186,11 +186,16 @@ pub fn commit(st: &State, items: &[&NewSample]) -> Result<Vec<Result<i64, ApiErr
                     r.pop()
                         .ok_or_else(|| ApiError::Internal("no outcome for a sample".into()))
                 });
+                // The database went away: the rest would each wait for it.
+                if let Err(ApiError::Unavailable) = one {
+                    each.resize(items.len(), Err(ApiError::Unavailable));
+                    break;
+                }
                 each.push(one.and_then(|r| r));
             }
             return Ok(each);
         }
-        Err(e) => return Err(sample_error(st, e)),
+        Err(e) => return Err(sample_error(e)),
     };
     let mut ids: std::collections::HashMap<[u8; 16], i64> = Default::default();
     for row in &inserted {
@@ -212,11 +217,11 @@ pub fn commit(st: &State, items: &[&NewSample]) -> Result<Vec<Result<i64, ApiErr
 }
 
 /// What a single sample's failure means to its client.
-fn sample_error(st: &State, e: DbError) -> ApiError {
+fn sample_error(e: DbError) -> ApiError {
     match e {
         DbError::Conflict(_) => DUPLICATE,
         other => {
-            st.db.note(&other);
+            // An outage was noted where it happened, with the connection held.
             if let DbError::Other(ref detail) = other {
                 tracing::error!("sample insert failed: {detail}");
             }

@@ -30,6 +30,9 @@ use parking_lot::{Mutex, MutexGuard};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+/// Shortest wait before a worker looks again at a batch whose commit is in flight.
+const MIN_RECHECK: Duration = Duration::from_micros(100);
+
 /// Every item of a committed batch, in arrival order, with its own result.
 pub type Committed<I, O, E> = Vec<(I, Result<O, E>)>;
 
@@ -134,7 +137,8 @@ impl<I> Batcher<I> {
         let due = since + self.gather;
         if st.in_flight >= self.max_in_flight {
             // Its leader looks again when done, but may then have other work first.
-            return Lead::WaitUntil(due.max(now + self.gather));
+            // (At least a short nap, so a zero gather does not spin.)
+            return Lead::WaitUntil(due.max(now + self.gather.max(MIN_RECHECK)));
         }
         if (st.ready(self.max_in_flight) && !busy) || now >= due {
             Lead::Done(self.commit_pending(st, commit))

@@ -126,8 +126,11 @@ impl Dispatcher {
                 }
             };
             let head_only = head.method == Method::Head;
+            // A request that already waited (for a permit, or for a batch that
+            // committed it) is answered, never shed: its write may be done.
+            let waited = matches!(conn.phase, Phase::Granted(_));
             let planned = self.api.plan(&head, rest).and_then(|plan| {
-                if plan.shed && self.shared.shedder.is_shedding() {
+                if plan.shed && !waited && self.shared.shedder.is_shedding() {
                     self.shared.stats.shed.fetch_add(1, Relaxed);
                     Err(ApiError::Shed.into())
                 } else {
@@ -300,8 +303,8 @@ impl Dispatcher {
                     n += 1;
                 }
                 // A JSON body big enough to be worth it varies with Accept-Encoding,
-                // and is gzipped when the client accepts that (never a HEAD answer,
-                // a file, or a body-less status).
+                // and is gzipped when the client accepts that (never a file or a
+                // body-less status).
                 let min = self.shared.config.compress_min_bytes;
                 let mut body: &[u8] = &self.body;
                 if min > 0
@@ -312,7 +315,9 @@ impl Dispatcher {
                 {
                     extra[n] = ("Vary", "Accept-Encoding");
                     n += 1;
-                    if !head_only && accept_encoding.is_some_and(accepts_gzip) {
+                    // HEAD too: its fields (Content-Encoding, Content-Length) are
+                    // the ones GET would send.
+                    if accept_encoding.is_some_and(accepts_gzip) {
                         self.gzipped.clear();
                         if gzip(body, &mut self.gzipped).is_ok() {
                             body = &self.gzipped;

@@ -118,7 +118,10 @@ pub(crate) fn run(shared: Arc<Shared>, listener: TcpListener, mut poll: Poll) {
             }
             let draining = draining_since.is_some();
             reg.take_where(
-                |c| c.deadline <= now || (draining && matches!(c.phase, Phase::Idle | Phase::Closing)),
+                |c| {
+                    c.deadline <= now
+                        || (draining && matches!(c.phase, Phase::Idle | Phase::Closing) && !c.wants_write())
+                },
                 |conn| expire(&shared, conn, now, &mut date, &mut scratch),
             );
         }
@@ -190,7 +193,7 @@ fn refuse(mut sock: TcpStream, err: &Error, date: &mut DateCache, scratch: &mut 
 
 /// A parked connection ran out of time (or shutdown wants it gone).
 fn expire(shared: &Shared, conn: Box<Conn>, now: Instant, date: &mut DateCache, scratch: &mut Vec<u8>) {
-    if let Phase::Reading { .. } = conn.phase {
+    if let Phase::Reading { .. } | Phase::Uploading(_) = conn.phase {
         if conn.deadline <= now && !conn.io.has_pending() {
             shared.stats.timeouts.fetch_add(1, Ordering::Relaxed);
             scratch.clear();

@@ -18,9 +18,12 @@ pub fn accepts_gzip(accept_encoding: &str) -> bool {
         let coding = parts.next().unwrap_or("").trim();
         let q_zero = parts.any(|p| {
             let p = p.trim();
-            p.len() >= 2
-                && p[..2].eq_ignore_ascii_case("q=")
-                && p[2..].trim().parse::<f32>().is_ok_and(|q| q <= 0.0)
+            // Bytes, not str slicing: a header value may hold any UTF-8.
+            p.as_bytes()
+                .get(..2)
+                .is_some_and(|b| b.eq_ignore_ascii_case(b"q="))
+                && p.get(2..)
+                    .is_some_and(|q| q.trim().parse::<f32>().is_ok_and(|q| q <= 0.0))
         });
         if coding.eq_ignore_ascii_case("gzip") || coding.eq_ignore_ascii_case("x-gzip") {
             return !q_zero;
@@ -47,6 +50,7 @@ mod tests {
     #[test]
     fn accept_encoding_lists_and_q_values_are_honoured() {
         for yes in [
+            "gzip;x€",
             "gzip",
             "deflate, gzip",
             "GZIP;q=0.5",
@@ -57,6 +61,8 @@ mod tests {
             assert!(accepts_gzip(yes), "{yes}");
         }
         for no in [
+            "br;x€",
+            "€",
             "",
             "identity",
             "br",

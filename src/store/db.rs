@@ -17,6 +17,7 @@ use parking_lot::Mutex;
 use postgres::{Client, NoTls, Statement};
 use r2d2::{ManageConnection, PooledConnection};
 use r2d2_postgres::PostgresConnectionManager;
+use std::cell::Cell;
 use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -128,12 +129,19 @@ impl ManageConnection for Manager {
 
     fn has_broken(&self, conn: &mut DbConn) -> bool {
         let broken = conn.client.is_closed();
-        if !broken {
+        // A connection is handed back by the thread that used it, so the flag says
+        // whether this use lost the database (already counted by `Db::note`).
+        if !broken && !USE_FAILED.with(Cell::get) {
             self.1.success();
         }
-        // A broken one was already counted as a failure, by `Db::note`.
         broken
     }
+}
+
+thread_local! {
+    /// Whether this thread's current use of a pooled connection lost the database
+    /// (`Db::note`); reset at each checkout (`Db::get`).
+    static USE_FAILED: Cell<bool> = const { Cell::new(false) };
 }
 
 /// Logs pool errors (failed connection attempts) at most once a second.
@@ -193,8 +201,9 @@ impl Db {
         };
         // Success is reported when the connection comes back unbroken (see
         // `Manager::has_broken`): a checkout alone does not show the database works.
-        if got.is_err() {
-            self.breaker.failure(Instant::now());
+        match got {
+            Ok(_) => USE_FAILED.with(|f| f.set(false)),
+            Err(_) => self.breaker.failure(Instant::now()),
         }
         got
     }
@@ -215,6 +224,7 @@ impl Db {
     /// the breaker.
     pub fn note(&self, e: &DbError) {
         if let DbError::Unavailable(_) = e {
+            USE_FAILED.with(|f| f.set(true));
             self.breaker.failure(Instant::now());
         }
     }

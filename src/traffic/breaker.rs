@@ -50,8 +50,12 @@ enum Inner {
     Open {
         until: Instant,
     },
-    /// The probe is out; everyone else is refused until it reports.
-    HalfOpen,
+    /// The probe went out at `since`; everyone else is refused until it reports,
+    /// or until a reset period has passed without a report (a probe that hangs
+    /// must not keep the breaker half-open forever): then another probe may go.
+    HalfOpen {
+        since: Instant,
+    },
 }
 
 #[derive(Debug)]
@@ -92,14 +96,20 @@ impl Breaker {
         match *inner {
             Inner::Closed { .. } => Ok(Admit::Pass),
             Inner::Open { until } if now >= until => {
-                *inner = Inner::HalfOpen;
+                *inner = Inner::HalfOpen { since: now };
                 tracing::info!("{} breaker half-open: one probe goes through", self.name);
                 Ok(Admit::Probe)
             }
             Inner::Open { until } => Err(until - now),
-            // The probe is out; it reports soon (it is bounded by the caller's
-            // own timeout), so a client may try again at once.
-            Inner::HalfOpen => Err(Duration::ZERO),
+            Inner::HalfOpen { since } if now >= since + self.reset => {
+                *inner = Inner::HalfOpen { since: now };
+                tracing::warn!(
+                    "{} breaker: the probe never reported; another goes through",
+                    self.name
+                );
+                Ok(Admit::Probe)
+            }
+            Inner::HalfOpen { since } => Err(since + self.reset - now),
         }
     }
 
@@ -109,7 +119,7 @@ impl Breaker {
             return;
         }
         let mut inner = self.inner.lock();
-        if matches!(*inner, Inner::HalfOpen) {
+        if matches!(*inner, Inner::HalfOpen { .. }) {
             tracing::info!("{} breaker closed: the probe succeeded", self.name);
         }
         if !matches!(*inner, Inner::Open { .. }) {
@@ -130,8 +140,8 @@ impl Breaker {
                     failures: failures + 1,
                 };
             }
-            Inner::Closed { .. } | Inner::HalfOpen => {
-                let probe = matches!(*inner, Inner::HalfOpen);
+            Inner::Closed { .. } | Inner::HalfOpen { .. } => {
+                let probe = matches!(*inner, Inner::HalfOpen { .. });
                 *inner = Inner::Open {
                     until: now + self.reset,
                 };
@@ -156,7 +166,7 @@ impl Breaker {
         match *self.inner.lock() {
             Inner::Closed { .. } => State::Closed,
             Inner::Open { .. } => State::Open,
-            Inner::HalfOpen => State::HalfOpen,
+            Inner::HalfOpen { .. } => State::HalfOpen,
         }
     }
 
@@ -219,6 +229,19 @@ mod tests {
         assert_eq!(b.state(), State::Closed);
         assert_eq!(b.admit(later + RESET), Ok(Admit::Pass));
         assert_eq!(b.opened(), 2);
+    }
+
+    #[test]
+    fn a_probe_that_never_reports_is_replaced_after_a_reset_period() {
+        let b = Breaker::new("test", 1, RESET);
+        let t = Instant::now();
+        b.failure(t);
+        assert_eq!(b.admit(t + RESET), Ok(Admit::Probe));
+        // It hangs: others are refused for a reset period, then one more probes.
+        assert!(b.admit(t + RESET + RESET / 2).is_err());
+        assert_eq!(b.admit(t + 2 * RESET), Ok(Admit::Probe));
+        b.success();
+        assert_eq!(b.state(), State::Closed);
     }
 
     #[test]

@@ -20,6 +20,10 @@ pub(crate) struct Shedder {
     /// Nanoseconds after `epoch` since when every wait was above target; 0: the
     /// last wait was not.
     above_since: AtomicU64,
+    /// Nanoseconds after `epoch` of the last pickup (0: none yet). A gap longer
+    /// than `interval` between pickups means the queue ran empty: a new run of
+    /// slow pickups starts from scratch (CoDel resets when the queue empties).
+    last: AtomicU64,
     shedding: AtomicBool,
 }
 
@@ -31,6 +35,7 @@ impl Shedder {
             interval,
             epoch: Instant::now(),
             above_since: AtomicU64::new(0),
+            last: AtomicU64::new(0),
             shedding: AtomicBool::new(false),
         }
     }
@@ -40,6 +45,9 @@ impl Shedder {
         if self.target.is_zero() {
             return;
         }
+        // At least 1, so that 0 keeps meaning "none".
+        let at = (now.saturating_duration_since(self.epoch).as_nanos() as u64).max(1);
+        let last = self.last.swap(at, Ordering::Relaxed);
         if wait <= self.target {
             if self.above_since.load(Ordering::Relaxed) != 0 {
                 self.above_since.store(0, Ordering::Relaxed);
@@ -50,8 +58,12 @@ impl Shedder {
             }
             return;
         }
-        // At least 1, so that 0 keeps meaning "not above".
-        let at = (now.saturating_duration_since(self.epoch).as_nanos() as u64).max(1);
+        let interval = self.interval.as_nanos() as u64;
+        if last == 0 || at.saturating_sub(last) > interval {
+            // The queue ran empty since the last pickup: a new run starts here.
+            self.above_since.store(at, Ordering::Relaxed);
+            return;
+        }
         let since = match self
             .above_since
             .compare_exchange(0, at, Ordering::Relaxed, Ordering::Relaxed)
@@ -109,6 +121,17 @@ mod tests {
         // A new run above target starts from scratch.
         s.observe(80 * MS, t + 120 * MS);
         s.observe(80 * MS, t + 190 * MS);
+        assert!(!s.is_shedding());
+    }
+
+    #[test]
+    fn slow_pickups_with_the_queue_empty_in_between_shed_nothing() {
+        let s = Shedder::new(20 * MS, 100 * MS);
+        let t = Instant::now();
+        // Each pickup is slow, but they are far apart: no standing queue.
+        for i in 0..5u32 {
+            s.observe(30 * MS, t + i * 500 * MS);
+        }
         assert!(!s.is_shedding());
     }
 
