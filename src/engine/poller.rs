@@ -86,6 +86,7 @@ pub(crate) fn run(shared: Arc<Shared>, listener: TcpListener, mut poll: Poll) {
                 tracing::error!("poller wait failed: {e}");
             }
         }
+        let woke = Instant::now();
         for ev in events.iter() {
             let Token(key) = ev.token();
             if key == LISTENER {
@@ -95,7 +96,7 @@ pub(crate) fn run(shared: Arc<Shared>, listener: TcpListener, mut poll: Poll) {
             } else if key == WAKE {
                 // Only interrupts the wait; shutdown is checked below.
             } else if let Some(conn) = reg.take(key, ev.is_read_closed() || ev.is_error()) {
-                if let Err(conn) = shared.enqueue(conn) {
+                if let Err(conn) = shared.enqueue_at(conn, woke) {
                     // Unreachable while the ring holds max_connections; never block here.
                     tracing::error!("task queue full; closing connection {}", conn.key);
                 }

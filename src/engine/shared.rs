@@ -72,8 +72,14 @@ impl Shared {
 
     /// Puts a connection on the task queue, noting when (for load shedding). A
     /// full or closed queue hands it back.
-    pub fn enqueue(&self, mut conn: Box<Conn>) -> Result<(), Box<Conn>> {
-        conn.queued_at = Instant::now();
+    pub fn enqueue(&self, conn: Box<Conn>) -> Result<(), Box<Conn>> {
+        self.enqueue_at(conn, Instant::now())
+    }
+
+    /// [`Shared::enqueue`] with the time already read (the poller reads it once
+    /// per wake-up for all its events).
+    pub fn enqueue_at(&self, mut conn: Box<Conn>, at: Instant) -> Result<(), Box<Conn>> {
+        conn.queued_at = at;
         self.queue.push(conn)
     }
 

@@ -36,32 +36,9 @@ pub(crate) struct Worker {
     driver: Driver,
     /// Connections of a batch this worker committed, to answer before anything else.
     ready: VecDeque<Box<Conn>>,
-}
-
-/// Counts a worker as busy while it lives, whatever ends the work (even a panic).
-struct Busy<'a> {
-    stats: &'a Stats,
-    started: Instant,
-}
-
-impl<'a> Busy<'a> {
-    fn new(stats: &'a Stats) -> Busy<'a> {
-        stats.busy.fetch_add(1, Relaxed);
-        Busy {
-            stats,
-            started: Instant::now(),
-        }
-    }
-}
-
-impl Drop for Busy<'_> {
-    fn drop(&mut self) {
-        self.stats.busy.fetch_sub(1, Relaxed);
-        self.stats.tasks.fetch_add(1, Relaxed);
-        self.stats
-            .task_nanos
-            .fetch_add(self.started.elapsed().as_nanos() as u64, Relaxed);
-    }
+    /// When the current `serve` began (it counts as busy until it ends; a panic
+    /// that cuts it short is accounted for in `run`).
+    busy_since: Option<Instant>,
 }
 
 impl Worker {
@@ -71,6 +48,7 @@ impl Worker {
             driver: Driver::new(Arc::clone(&shared), api),
             shared,
             ready: VecDeque::with_capacity(64),
+            busy_since: None,
         }
     }
 
@@ -85,7 +63,7 @@ impl Worker {
                     self.shared
                         .shedder
                         .observe(now.saturating_duration_since(conn.queued_at), now);
-                    self.serve(Some(conn));
+                    self.serve(Some(conn), now);
                     true
                 }
                 None => false,
@@ -94,6 +72,9 @@ impl Worker {
                 Ok(true) => {}
                 Ok(false) => return,
                 Err(payload) => {
+                    if let Some(started) = self.busy_since.take() {
+                        self.end_busy(started);
+                    }
                     self.shared.stats.panics.fetch_add(1, Relaxed);
                     tracing::error!(
                         "a worker caught a panic ({}); the connection it was serving is closed",
@@ -111,7 +92,7 @@ impl Worker {
         loop {
             if !self.ready.is_empty() {
                 // Left over from a panic in the middle of answering a batch.
-                self.serve(None);
+                self.serve(None, Instant::now());
             }
             if let Some(conn) = self.shared.queue.try_pop() {
                 return Some(conn);
@@ -138,7 +119,7 @@ impl Worker {
                 match self.lead(lane) {
                     Lead::Done(batch) => {
                         self.resume(batch);
-                        self.serve(None);
+                        self.serve(None, Instant::now());
                         led = true;
                     }
                     Lead::WaitUntil(due) => next_due = Some(next_due.map_or(due, |d| d.min(due))),
@@ -153,9 +134,10 @@ impl Worker {
 
     /// Drives `conn` and the connections of every batch this worker commits
     /// meanwhile (a batch that comes due after a request is committed at once).
-    fn serve(&mut self, conn: Option<Box<Conn>>) {
-        let stats = Arc::clone(&self.shared.stats);
-        let _busy = Busy::new(&stats);
+    /// `started`: now, as the caller already read it.
+    fn serve(&mut self, conn: Option<Box<Conn>>, started: Instant) {
+        self.shared.stats.busy.fetch_add(1, Relaxed);
+        self.busy_since = Some(started);
         if let Some(conn) = conn {
             self.drive(conn);
         }
@@ -177,6 +159,19 @@ impl Worker {
                 break;
             }
         }
+        if let Some(started) = self.busy_since.take() {
+            self.end_busy(started);
+        }
+    }
+
+    /// Counts the end of one `serve`: not busy any more, one task, its time.
+    fn end_busy(&self, started: Instant) {
+        let stats = &self.shared.stats;
+        stats.busy.fetch_sub(1, Relaxed);
+        stats.tasks.fetch_add(1, Relaxed);
+        stats
+            .task_nanos
+            .fetch_add(started.elapsed().as_nanos() as u64, Relaxed);
     }
 
     fn drive(&mut self, conn: Box<Conn>) {
