@@ -295,6 +295,22 @@ impl Dispatcher {
     ) -> (Option<Outgoing>, bool) {
         let date = self.date.now();
         match result {
+            // The plain case (a small buffered body, no extra field) takes no part
+            // in what follows: nothing to negotiate, nothing to add.
+            Ok(reply)
+                if reply.header.is_none()
+                    && reply.file.is_none()
+                    && self.body.len() < self.shared.config.compress_min_bytes =>
+            {
+                let head = ResponseHead {
+                    status: reply.status,
+                    content_type: reply.content_type,
+                    headers: &[],
+                    close,
+                };
+                encode(&mut self.out, date, &head, &self.body, head_only);
+                (None, close)
+            }
             Ok(reply) => {
                 let mut extra = [("", ""); 3];
                 let mut n = 0;
