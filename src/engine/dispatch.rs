@@ -6,8 +6,9 @@
 //! the socket. It returns how many bytes it used and why it stopped ([`Step`]); the
 //! driver reads more, writes what it encoded, hands a waiting connection to the gate
 //! or a batcher, or closes. Route policy comes from [`Plan`]: nothing here matches
-//! on routes. Every call into the API runs under [`guarded`], so a panic in a
-//! handler costs that request (500, then close), not the worker.
+//! on routes. The driver runs `process` under one `catch_unwind` per read (and
+//! the worker runs batch commits under [`guarded`]), so a panic in a handler costs
+//! its connection (500, then close), not the worker.
 
 use super::conn::{Conn, Grant, Phase};
 use super::shared::Shared;
@@ -212,9 +213,8 @@ impl Dispatcher {
                         }
                         (Wait::Batch(_), Some(Grant::Committed(result))) => req.committed = Some(result),
                         (Wait::Batch(lane), _) => {
-                            let stats = &self.shared.stats;
                             let api = &self.api;
-                            match guarded(stats, || api.stage(plan.route, &req)) {
+                            match api.stage(plan.route, &req) {
                                 Ok(staged) => {
                                     self.decoded = decoded;
                                     conn.reading(true);
@@ -279,7 +279,7 @@ impl Dispatcher {
         self.count(Some(plan.kind));
         self.body.clear();
         let (api, body) = (&self.api, &mut self.body);
-        let result = guarded(&self.shared.stats, || api.handle(plan.route, req, body));
+        let result = api.handle(plan.route, req, body);
         let accept_encoding = req.head.accept_encoding.map(|a| a.str(req.buf));
         self.reply(result, close, head_only, accept_encoding)
     }
@@ -378,7 +378,7 @@ impl Dispatcher {
     ) -> Result<(), Error> {
         self.count(Some(plan.kind));
         let api = &self.api;
-        let body = guarded(&self.shared.stats, || api.admit_upload(req))?;
+        let body = api.admit_upload(req)?;
         let decoder = Decoder::new(req.head.framing, plan.body_limit);
         let incoming = Incoming::new(body, decoder, close, req.head.expect_continue);
         conn.phase = Phase::Uploading(Box::new(incoming));
@@ -408,7 +408,7 @@ impl Dispatcher {
                 let close = incoming.close;
                 self.body.clear();
                 let (api, out) = (&self.api, &mut self.body);
-                let result = guarded(&self.shared.stats, || api.finish_upload(incoming.body, out));
+                let result = api.finish_upload(incoming.body, out);
                 let (_, closes) = self.reply(result, close, false, None);
                 (used, if closes { Step::Close } else { Step::NeedMore })
             }

@@ -11,13 +11,16 @@
 //! [`Io`]: super::io::Io
 
 use super::conn::{Conn, Grant, Phase};
-use super::dispatch::{Dispatcher, Step};
+use super::dispatch::{panic_message, Dispatcher, Step};
 use super::gate::{Permit, ReleasePermit};
 use super::io::{write_some, ReadEnd};
 use super::shared::{Shared, Waiter};
+use crate::api::error::ApiError;
 use crate::api::route::Lane;
 use crate::api::Api;
 use crate::http::error::HttpError;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -113,7 +116,20 @@ impl Driver {
                 Err(_) => return Next::Done,
             };
             eof |= end == ReadEnd::Eof;
-            let (used, step) = self.dispatch.process(&mut conn, &self.buf[..len]);
+            // A panic anywhere in dispatching costs this connection: what was
+            // answered before it goes out, then a 500, then the close.
+            let processed = catch_unwind(AssertUnwindSafe(|| {
+                self.dispatch.process(&mut conn, &self.buf[..len])
+            }));
+            let (used, step) = match processed {
+                Ok(done) => done,
+                Err(payload) => {
+                    self.shared.stats.panics.fetch_add(1, Relaxed);
+                    let panicked = ApiError::Panicked(panic_message(&*payload));
+                    self.dispatch.fail(panicked.into(), false);
+                    (len, Step::Close)
+                }
+            };
             self.buf.copy_within(used..len, 0);
             len -= used;
             if !matches!(step, Step::NeedMore) || conn.is_sending() {
