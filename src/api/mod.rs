@@ -69,9 +69,9 @@ impl Api {
     pub fn plan(&self, head: &Head, buf: &[u8]) -> Result<Plan, Error> {
         let cfg = &self.state.config;
         let path = head.path.str(buf);
-        let route = match path.strip_prefix("/debug/") {
-            Some(test) if cfg.test_routes => route::test_route(test)?,
-            _ => route::route(head.method, path)?,
+        let route = match cfg.test_routes.then(|| path.strip_prefix("/debug/")).flatten() {
+            Some(test) => route::test_route(test)?,
+            None => route::route(head.method, path)?,
         };
         // Routes without a meaningful body still read (and ignore) a small one.
         let (body, body_limit) = match route {

@@ -130,14 +130,13 @@ impl Dispatcher {
             // A request that already waited (for a permit, or for a batch that
             // committed it) is answered, never shed: its write may be done.
             let waited = matches!(conn.phase, Phase::Granted(_));
-            let planned = self.api.plan(&head, rest).and_then(|plan| {
+            let mut planned = self.api.plan(&head, rest);
+            if let Ok(plan) = &planned {
                 if plan.shed && !waited && self.shared.shedder.is_shedding() {
                     self.shared.stats.shed.fetch_add(1, Relaxed);
-                    Err(ApiError::Shed.into())
-                } else {
-                    Ok(plan)
+                    planned = Err(ApiError::Shed.into());
                 }
-            });
+            }
             let (plan, limit) = match planned {
                 Ok(plan) => (Ok(plan), plan.body_limit),
                 Err(e) if e.closes_connection() || !self.can_skip_body(&head) => {
@@ -203,7 +202,12 @@ impl Dispatcher {
                     // A request that must wait stays buffered: for a hashing permit,
                     // or for the group commit it is staged for.
                     let mut permit = None;
-                    match (plan.wait, conn.take_grant()) {
+                    // Only a request that waits can have been granted anything.
+                    let grant = match plan.wait {
+                        Wait::Nothing => None,
+                        _ => conn.take_grant(),
+                    };
+                    match (plan.wait, grant) {
                         (Wait::Nothing, _) => {}
                         (Wait::HashPermit, Some(Grant::Permit(p))) => permit = Some(p),
                         (Wait::HashPermit, _) => {

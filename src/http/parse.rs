@@ -155,7 +155,9 @@ pub fn parse_head(buf: &[u8], limits: &Limits) -> Result<Option<Head>, HttpError
         return Err(HttpError::BadRequest("request target must be an absolute path"));
     }
     let minor_version = req.version.unwrap_or(1);
-    let (path, query) = match target.find('?') {
+    // A byte search: `str::find` with a char pattern was not inlined here and
+    // cost about a hundred instructions a request (callgrind).
+    let (path, query) = match target.bytes().position(|b| b == b'?') {
         Some(q) => (&target[..q], Some(&target[q + 1..])),
         None => (target, None),
     };
