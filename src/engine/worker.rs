@@ -7,8 +7,9 @@
 //! nothing else to do commits a waiting batch once it is due.
 //!
 //! A panic anywhere in serving costs the connection being served, never the
-//! thread: API calls are guarded where they are made (500, then close), and this
-//! loop catches whatever else unwinds, counts it and goes on.
+//! thread: the driver runs dispatching under `catch_unwind` and batch commits run
+//! under `guarded` (500, then close), and this loop catches whatever else unwinds,
+//! counts it and goes on.
 
 use super::batch::{Committed, Lead};
 use super::conn::{Conn, Grant, Phase};
