@@ -62,17 +62,6 @@ impl Lane {
     pub fn index(self) -> usize {
         self as usize
     }
-
-    /// Whether several batches of the lane may commit at once. Counter batches
-    /// may not: they all update one row, so a second would only wait for the
-    /// first's lock. Sample batches may: PostgreSQL flushes concurrent commits
-    /// to the WAL together.
-    pub fn commits_overlap(self) -> bool {
-        match self {
-            Lane::Counter => false,
-            Lane::Samples => true,
-        }
-    }
 }
 
 /// Where a request's body goes.

@@ -6,9 +6,7 @@
 //! holds no thread; there is no committer thread either. A batch is committed by a
 //! worker, called the leader, which gets every item of it back with that item's
 //! result and answers them itself, with no wake-up per request:
-//! - `submit` leads at once when fewer than `max_in_flight` commits are in flight
-//!   (one for a counter, whose single row serialises commits anyway; more for
-//!   inserts, whose commits PostgreSQL flushes together), the batch is full (as
+//! - `submit` leads at once when no commit is in flight, the batch is full (as
 //!   large as the last batch, so a lone client never waits) and the caller is not
 //!   `busy` (has no other connection queued, which may hold more increments: with
 //!   one worker, that is where the increments that arrived during a commit are);
@@ -54,8 +52,6 @@ pub struct Batcher<I> {
     has_pending: AtomicBool,
     /// Longest the oldest item waits for its batch to fill.
     gather: Duration,
-    /// Most batches committed at once.
-    max_in_flight: usize,
 }
 
 struct State<I> {
@@ -63,8 +59,7 @@ struct State<I> {
     pending: Vec<I>,
     /// When the oldest pending item arrived.
     since: Option<Instant>,
-    /// Batches being committed now.
-    in_flight: usize,
+    committing: bool,
     /// Size of the last committed batch.
     last_batch: usize,
 }
@@ -73,30 +68,20 @@ impl<I> State<I> {
     fn full(&self) -> bool {
         self.pending.len() >= self.last_batch.max(1)
     }
-
-    /// Whether the pending batch may be committed now, before `gather` runs out: a
-    /// commit slot is free and either the batch is full or committing it leaves
-    /// another slot free (so overlapping commits pipeline instead of waiting to
-    /// fill, while the last slot is kept for a full batch).
-    fn ready(&self, max_in_flight: usize) -> bool {
-        self.in_flight < max_in_flight && (self.full() || self.in_flight + 1 < max_in_flight)
-    }
 }
 
 impl<I> Batcher<I> {
-    /// A batcher whose batches wait at most `gather` to fill, with at most
-    /// `max_in_flight` (at least one) committing at once.
-    pub fn new(gather: Duration, max_in_flight: usize) -> Self {
+    /// A batcher whose batches wait at most `gather` to fill.
+    pub fn new(gather: Duration) -> Self {
         Batcher {
             state: Mutex::new(State {
                 pending: Vec::new(),
                 since: None,
-                in_flight: 0,
+                committing: false,
                 last_batch: 0,
             }),
             has_pending: AtomicBool::new(false),
             gather,
-            max_in_flight: max_in_flight.max(1),
         }
     }
 
@@ -116,7 +101,7 @@ impl<I> Batcher<I> {
             st.since = Some(Instant::now());
             self.has_pending.store(true, Ordering::Release);
         }
-        if busy || !st.ready(self.max_in_flight) {
+        if st.committing || busy || !st.full() {
             return None;
         }
         Some(self.commit_pending(st, commit))
@@ -135,12 +120,12 @@ impl<I> Batcher<I> {
             return Lead::Idle;
         };
         let due = since + self.gather;
-        if st.in_flight >= self.max_in_flight {
+        if st.committing {
             // Its leader looks again when done, but may then have other work first.
             // (At least a short nap, so a zero gather does not spin.)
             return Lead::WaitUntil(due.max(now + self.gather.max(MIN_RECHECK)));
         }
-        if (st.ready(self.max_in_flight) && !busy) || now >= due {
+        if (st.full() && !busy) || now >= due {
             Lead::Done(self.commit_pending(st, commit))
         } else {
             Lead::WaitUntil(due)
@@ -163,7 +148,7 @@ impl<I> Batcher<I> {
         mut st: MutexGuard<'_, State<I>>,
         commit: impl FnOnce(&[I]) -> Result<Vec<O>, E>,
     ) -> Committed<I, O, E> {
-        st.in_flight += 1;
+        st.committing = true;
         st.since = None;
         self.has_pending.store(false, Ordering::Release);
         let batch = std::mem::take(&mut st.pending);
@@ -181,12 +166,12 @@ impl<I> Batcher<I> {
     }
 }
 
-/// Counts the commit as over, however it ends.
+/// Clears `committing` when the commit is over, however it ends.
 struct InFlight<'a, I>(&'a Mutex<State<I>>);
 
 impl<I> Drop for InFlight<'_, I> {
     fn drop(&mut self) {
-        self.0.lock().in_flight -= 1;
+        self.0.lock().committing = false;
     }
 }
 
@@ -220,7 +205,7 @@ mod tests {
 
     #[test]
     fn concurrent_submitters_share_batches_and_every_item_comes_back_once() {
-        let b = Arc::new(Batcher::<u64>::new(Duration::from_micros(200), 1));
+        let b = Arc::new(Batcher::<u64>::new(Duration::from_micros(200)));
         let counter = Arc::new(Mutex::new(0u64));
         let commits = Arc::new(AtomicU64::new(0));
         let threads: Vec<_> = (0..32u64)
@@ -265,7 +250,7 @@ mod tests {
 
     #[test]
     fn a_lone_item_commits_at_once_and_a_failed_commit_fails_its_whole_batch() {
-        let b = Batcher::<u32>::new(Duration::from_secs(3600), 1);
+        let b = Batcher::<u32>::new(Duration::from_secs(3600));
         let failed = b
             .submit(1, false, |_| Err::<Vec<u32>, _>("db down"))
             .expect("led at once");
@@ -276,7 +261,7 @@ mod tests {
     #[test]
     fn a_batch_waits_to_fill_up_to_the_last_size_or_until_gather_passes() {
         let gather = Duration::from_millis(30);
-        let b = Batcher::<u32>::new(gather, 1);
+        let b = Batcher::<u32>::new(gather);
         // While a commit is in flight, three items wait; their batch of three makes
         // three the size to wait for.
         let led = b.submit(1, false, |items| {
@@ -330,27 +315,11 @@ mod tests {
 
     #[test]
     fn a_panicking_commit_does_not_wedge_the_batcher() {
-        let b = Batcher::<u32>::new(Duration::ZERO, 1);
+        let b = Batcher::<u32>::new(Duration::ZERO);
         let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             b.submit(1, false, |_| -> Result<Vec<u32>, &'static str> { panic!("bug") })
         }));
         assert!(r.is_err());
         assert_eq!(b.submit(2, false, tenfold), Some(vec![(2, Ok(20))]));
-    }
-
-    #[test]
-    fn batches_commit_concurrently_up_to_max_in_flight() {
-        for (max, overlaps) in [(1, false), (2, true)] {
-            let b = Batcher::<u32>::new(Duration::from_secs(3600), max);
-            let led = b.submit(1, false, |items| {
-                // A second full batch while the first commits: it leads at once
-                // only when two may be in flight.
-                let nested = b.submit(2, false, tenfold);
-                assert_eq!(nested.is_some(), overlaps, "max_in_flight {max}");
-                tenfold(items)
-            });
-            assert_eq!(led, Some(vec![(1, Ok(10))]));
-            assert_eq!(b.pending(), usize::from(!overlaps));
-        }
     }
 }

@@ -114,10 +114,6 @@ impl Conn {
     /// What the request at the front of the buffer was granted, if anything; the
     /// connection is reading that request again.
     pub fn take_grant(&mut self) -> Option<Grant> {
-        // The common case first, without moving the phase out and back.
-        if !matches!(self.phase, Phase::Granted(_)) {
-            return None;
-        }
         match std::mem::replace(&mut self.phase, Phase::Idle) {
             Phase::Granted(grant) => {
                 self.reading(true);

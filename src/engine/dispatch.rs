@@ -6,9 +6,8 @@
 //! the socket. It returns how many bytes it used and why it stopped ([`Step`]); the
 //! driver reads more, writes what it encoded, hands a waiting connection to the gate
 //! or a batcher, or closes. Route policy comes from [`Plan`]: nothing here matches
-//! on routes. The driver runs `process` under one `catch_unwind` per read (and
-//! the worker runs batch commits under [`guarded`]), so a panic in a handler costs
-//! its connection (500, then close), not the worker.
+//! on routes. The driver runs `process` under one `catch_unwind` per read, so a
+//! panic in a handler costs its connection (500, then close), not the worker.
 
 use super::conn::{Conn, Grant, Phase};
 use super::shared::Shared;
@@ -23,9 +22,7 @@ use crate::http::date::DateCache;
 use crate::http::error::HttpError;
 use crate::http::parse::{parse_head, Framing, Head, Limits, Method};
 use crate::http::response::{encode, encode_head, ResponseHead, CONTINUE};
-use crate::obs::stats::{Kind, Stats};
-use std::any::Any;
-use std::panic::{catch_unwind, AssertUnwindSafe};
+use crate::obs::stats::Kind;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
@@ -39,26 +36,6 @@ pub(crate) enum Step {
     NeedPermit,
     /// The next request is staged for a group commit on this lane.
     NeedBatch(Lane, Staged),
-}
-
-/// Runs an API call; a panic in it becomes [`ApiError::Panicked`] for this request
-/// alone (a 500, then the connection closes), and is counted.
-pub(crate) fn guarded<T>(stats: &Stats, f: impl FnOnce() -> Result<T, Error>) -> Result<T, Error> {
-    catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|payload| {
-        stats.panics.fetch_add(1, Relaxed);
-        Err(ApiError::Panicked(panic_message(&*payload)).into())
-    })
-}
-
-/// The message a panic was raised with, when it has one.
-pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> String {
-    if let Some(s) = payload.downcast_ref::<&str>() {
-        (*s).to_string()
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "panic without a message".to_string()
-    }
 }
 
 /// Request processing state of one worker: the API handle and scratch buffers.
@@ -200,46 +177,45 @@ impl Dispatcher {
                 }
                 Ok(plan) => {
                     // A request that must wait stays buffered: for a hashing permit,
-                    // or for the group commit it is staged for.
-                    let mut permit = None;
-                    // Only a request that waits can have been granted anything.
+                    // or for the group commit it is staged for. Only a request that
+                    // waits can have been granted anything.
                     let grant = match plan.wait {
                         Wait::Nothing => None,
                         _ => conn.take_grant(),
                     };
-                    match (plan.wait, grant) {
-                        (Wait::Nothing, _) => {}
-                        (Wait::HashPermit, Some(Grant::Permit(p))) => permit = Some(p),
+                    let mut permit = None;
+                    let refused = match (plan.wait, grant) {
+                        (Wait::Nothing, _) => None,
+                        (Wait::HashPermit, Some(Grant::Permit(p))) => {
+                            permit = Some(p);
+                            None
+                        }
                         (Wait::HashPermit, _) => {
                             self.decoded = decoded;
                             conn.reading(true);
                             return (pos, Step::NeedPermit);
                         }
-                        (Wait::Batch(_), Some(Grant::Committed(result))) => req.committed = Some(result),
-                        (Wait::Batch(lane), _) => {
-                            let api = &self.api;
-                            match api.stage(plan.route, &req) {
-                                Ok(staged) => {
-                                    self.decoded = decoded;
-                                    conn.reading(true);
-                                    return (pos, Step::NeedBatch(lane, staged));
-                                }
-                                Err(e) => {
-                                    // Refused before it was staged (401, 400, ...).
-                                    self.count(Some(plan.kind));
-                                    let replied = self.reply(Err(e), close, head_only, None);
-                                    self.decoded = decoded;
-                                    pos += end;
-                                    conn.request_done();
-                                    if replied.1 {
-                                        return (pos, Step::Close);
-                                    }
-                                    continue;
-                                }
-                            }
+                        (Wait::Batch(_), Some(Grant::Committed(result))) => {
+                            req.committed = Some(result);
+                            None
                         }
-                    }
-                    let replied = self.answer(&plan, &req, close, head_only);
+                        (Wait::Batch(lane), _) => match self.api.stage(plan.route, &req) {
+                            Ok(staged) => {
+                                self.decoded = decoded;
+                                conn.reading(true);
+                                return (pos, Step::NeedBatch(lane, staged));
+                            }
+                            // Refused before it was staged (401, 400, ...).
+                            Err(e) => Some(e),
+                        },
+                    };
+                    let replied = match refused {
+                        Some(e) => {
+                            self.count(Some(plan.kind));
+                            self.reply(Err(e), close, head_only, None)
+                        }
+                        None => self.answer(&plan, &req, close, head_only),
+                    };
                     // Dropping the permit releases it (possibly to a waiting connection).
                     drop(permit);
                     replied
@@ -282,8 +258,7 @@ impl Dispatcher {
     ) -> (Option<Outgoing>, bool) {
         self.count(Some(plan.kind));
         self.body.clear();
-        let (api, body) = (&self.api, &mut self.body);
-        let result = api.handle(plan.route, req, body);
+        let result = self.api.handle(plan.route, req, &mut self.body);
         let accept_encoding = req.head.accept_encoding.map(|a| a.str(req.buf));
         self.reply(result, close, head_only, accept_encoding)
     }
@@ -297,6 +272,7 @@ impl Dispatcher {
         head_only: bool,
         accept_encoding: Option<&str>,
     ) -> (Option<Outgoing>, bool) {
+        let min = self.shared.config.compress_min_bytes;
         let date = self.date.now();
         match result {
             // The plain case (a small buffered body, no extra field) takes no part
@@ -304,7 +280,7 @@ impl Dispatcher {
             Ok(reply)
                 if reply.header.is_none()
                     && reply.file.is_none()
-                    && self.body.len() < self.shared.config.compress_min_bytes =>
+                    && !worth_compressing(min, self.body.len()) =>
             {
                 let head = ResponseHead {
                     status: reply.status,
@@ -325,12 +301,10 @@ impl Dispatcher {
                 // A JSON body big enough to be worth it varies with Accept-Encoding,
                 // and is gzipped when the client accepts that (never a file or a
                 // body-less status).
-                let min = self.shared.config.compress_min_bytes;
                 let mut body: &[u8] = &self.body;
-                if min > 0
-                    && reply.file.is_none()
+                if reply.file.is_none()
                     && reply.content_type == Some("application/json")
-                    && body.len() >= min
+                    && worth_compressing(min, body.len())
                     && !matches!(reply.status, 204 | 304)
                 {
                     extra[n] = ("Vary", "Accept-Encoding");
@@ -381,8 +355,7 @@ impl Dispatcher {
         close: bool,
     ) -> Result<(), Error> {
         self.count(Some(plan.kind));
-        let api = &self.api;
-        let body = api.admit_upload(req)?;
+        let body = self.api.admit_upload(req)?;
         let decoder = Decoder::new(req.head.framing, plan.body_limit);
         let incoming = Incoming::new(body, decoder, close, req.head.expect_continue);
         conn.phase = Phase::Uploading(Box::new(incoming));
@@ -411,8 +384,7 @@ impl Dispatcher {
                 };
                 let close = incoming.close;
                 self.body.clear();
-                let (api, out) = (&self.api, &mut self.body);
-                let result = api.finish_upload(incoming.body, out);
+                let result = self.api.finish_upload(incoming.body, &mut self.body);
                 let (_, closes) = self.reply(result, close, false, None);
                 (used, if closes { Step::Close } else { Step::NeedMore })
             }
@@ -430,6 +402,12 @@ impl Dispatcher {
         log_failure(&e);
         e.encode(&mut self.out, self.date.now(), true, head_only);
     }
+}
+
+/// Whether a body this long is worth compressing (`--compress-min-bytes`; 0:
+/// never).
+fn worth_compressing(min: usize, len: usize) -> bool {
+    min > 0 && len >= min
 }
 
 /// Logs what the client is only told was internal.

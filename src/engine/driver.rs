@@ -11,14 +11,14 @@
 //! [`Io`]: super::io::Io
 
 use super::conn::{Conn, Grant, Phase};
-use super::dispatch::{panic_message, Dispatcher, Step};
-use super::gate::{Permit, ReleasePermit};
+use super::dispatch::{Dispatcher, Step};
 use super::io::{write_some, ReadEnd};
 use super::shared::{Shared, Waiter};
 use crate::api::error::ApiError;
 use crate::api::route::Lane;
 use crate::api::Api;
 use crate::http::error::HttpError;
+use std::any::Any;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -38,11 +38,21 @@ pub(crate) enum Driven {
 
 /// What to do with a connection after reading and answering.
 enum Next {
-    Done,
     /// Drive it again now: output (a download, a closing response) remains, or it
     /// was just granted a hashing permit for its waiting request.
     Again(Box<Conn>),
-    Batch(Lane, Waiter),
+    Stop(Driven),
+}
+
+/// The message a panic was raised with, when it has one.
+pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "panic without a message".to_string()
+    }
 }
 
 pub(crate) struct Driver {
@@ -96,8 +106,7 @@ impl Driver {
             }
             match self.read_and_answer(conn) {
                 Next::Again(c) => conn = c,
-                Next::Batch(lane, waiter) => return Driven::Batch(lane, waiter),
-                Next::Done => return Driven::Done,
+                Next::Stop(driven) => return driven,
             }
         }
     }
@@ -113,7 +122,7 @@ impl Driver {
             let end = match conn.io.read_some(&mut self.buf, &mut len) {
                 Ok(end) => end,
                 // Reset or another hard error: nothing can be delivered any more.
-                Err(_) => return Next::Done,
+                Err(_) => return Next::Stop(Driven::Done),
             };
             eof |= end == ReadEnd::Eof;
             // A panic anywhere in dispatching costs this connection: what was
@@ -146,7 +155,7 @@ impl Driver {
             }
             if self.dispatch.out.len() >= OUT_HIGH_WATER {
                 let Ok(written) = write_some(&conn.io.sock, &self.dispatch.out) else {
-                    return Next::Done;
+                    return Next::Stop(Driven::Done);
                 };
                 self.dispatch.out.drain(..written);
                 if !self.dispatch.out.is_empty() {
@@ -161,7 +170,7 @@ impl Driver {
 
         // One write for the whole batch; whatever the socket does not take waits.
         if conn.io.send(&self.dispatch.out).is_err() {
-            return Next::Done;
+            return Next::Stop(Driven::Done);
         }
         let waits = matches!(step, Step::NeedPermit | Step::NeedBatch(..));
         if waits && !conn.io.has_pending() {
@@ -169,16 +178,17 @@ impl Driver {
             // connection, not the worker.
             conn.io.stash(pool, &self.buf[..len]);
             match step {
-                Step::NeedBatch(lane, staged) => return Next::Batch(lane, Waiter { conn, staged }),
+                Step::NeedBatch(lane, staged) => {
+                    return Next::Stop(Driven::Batch(lane, Waiter { conn, staged }))
+                }
                 // Take a permit or wait in the gate's queue (atomically).
                 _ => {
                     return match self.shared.gate.acquire_or_park(conn) {
                         Some(mut conn) => {
-                            let to = Arc::clone(&self.shared) as Arc<dyn ReleasePermit>;
-                            conn.phase = Phase::Granted(Grant::Permit(Permit::new(to)));
+                            conn.phase = Phase::Granted(Grant::Permit(self.shared.permit()));
                             Next::Again(conn)
                         }
-                        None => Next::Done,
+                        None => Next::Stop(Driven::Done),
                     }
                 }
             }
@@ -191,14 +201,14 @@ impl Driver {
                 return Next::Again(conn);
             }
             self.close_gracefully(conn);
-            return Next::Done;
+            return Next::Stop(Driven::Done);
         }
         conn.io.stash(pool, &self.buf[..len]);
         if conn.is_sending() && !conn.io.has_pending() {
             return Next::Again(conn);
         }
         self.park(conn);
-        Next::Done
+        Next::Stop(Driven::Done)
     }
 
     /// Parks `conn` for its next event, or drops it once the poller is gone.

@@ -50,16 +50,7 @@ impl Shared {
         Shared {
             queue: TaskQueue::with_capacity(config.max_connections, config.threads),
             gate: Gate::new(config.hash_concurrency),
-            // A commit holds its worker: overlapping commits leave one worker free
-            // for everything else.
-            batchers: Lane::ALL.map(|lane| {
-                let overlap = if lane.commits_overlap() {
-                    config.threads - 1
-                } else {
-                    1
-                };
-                Batcher::new(config.counter_gather, overlap)
-            }),
+            batchers: Lane::ALL.map(|_| Batcher::new(config.counter_gather)),
             buffers: BufferPool::new(config.threads * 64, config.read_buffer_bytes()),
             stats: Arc::new(Stats::default()),
             shedder: Shedder::new(config.shed_target, config.shed_interval),
@@ -83,13 +74,14 @@ impl Shared {
         self.queue.push(conn)
     }
 
-    pub fn batcher(&self, lane: Lane) -> &Batcher<Waiter> {
-        &self.batchers[lane.index()]
+    /// A hashing permit, taken from the gate by the caller, that comes back here
+    /// when dropped.
+    pub fn permit(self: &Arc<Self>) -> Permit {
+        Permit::new(Arc::clone(self) as Arc<dyn ReleasePermit>)
     }
 
-    /// Whether requests wait in any batcher (a hint, without locking).
-    pub fn batches_pending(&self) -> bool {
-        self.batchers.iter().any(Batcher::has_pending)
+    pub fn batcher(&self, lane: Lane) -> &Batcher<Waiter> {
+        &self.batchers[lane.index()]
     }
 
     /// Asks the server to stop: no new connections, finish what is in flight.
@@ -125,9 +117,7 @@ impl ReleasePermit for Shared {
                 drop(next);
                 continue;
             }
-            next.phase = Phase::Granted(Grant::Permit(Permit::new(
-                Arc::clone(&self) as Arc<dyn ReleasePermit>
-            )));
+            next.phase = Phase::Granted(Grant::Permit(self.permit()));
             // A closed queue (shutdown) drops the connection, which releases again.
             let _ = self.enqueue(next);
             return;

@@ -7,17 +7,16 @@
 //! nothing else to do commits a waiting batch once it is due.
 //!
 //! A panic anywhere in serving costs the connection being served, never the
-//! thread: the driver runs dispatching under `catch_unwind` and batch commits run
-//! under `guarded` (500, then close), and this loop catches whatever else unwinds,
-//! counts it and goes on.
+//! thread: the driver runs dispatching under `catch_unwind`, batch commits run
+//! under it here (every request of the batch: 500, then close), and this loop
+//! catches whatever else unwinds, counts it and goes on.
 
 use super::batch::{Committed, Lead};
 use super::conn::{Conn, Grant, Phase};
-use super::dispatch::{guarded, panic_message};
-use super::driver::{Driven, Driver};
+use super::driver::{panic_message, Driven, Driver};
 use super::queue::Popped;
 use super::shared::{Shared, Waiter};
-use crate::api::error::{ApiError, Error};
+use crate::api::error::ApiError;
 use crate::api::route::Lane;
 use crate::api::Api;
 use crate::obs::stats::Stats;
@@ -111,26 +110,33 @@ impl Worker {
     /// waiting batch will be due, if any waits.
     fn lead_batches(&mut self) -> Option<Instant> {
         loop {
-            let mut next_due: Option<Instant> = None;
-            let mut led = false;
-            for lane in Lane::ALL {
-                if !self.shared.batcher(lane).has_pending() {
-                    continue;
-                }
-                match self.lead(lane) {
-                    Lead::Done(batch) => {
-                        self.resume(batch);
-                        self.serve(None, Instant::now());
-                        led = true;
-                    }
-                    Lead::WaitUntil(due) => next_due = Some(next_due.map_or(due, |d| d.min(due))),
-                    Lead::Idle => {}
-                }
-            }
+            let (led, next_due) = self.lead_all();
             if !led {
                 return next_due;
             }
+            self.serve(None, Instant::now());
         }
+    }
+
+    /// Commits every lane's waiting batch that is due; its connections become
+    /// ready. Returns whether any was, and when the next one will be.
+    fn lead_all(&mut self) -> (bool, Option<Instant>) {
+        let mut led = false;
+        let mut next_due: Option<Instant> = None;
+        for lane in Lane::ALL {
+            if !self.shared.batcher(lane).has_pending() {
+                continue;
+            }
+            match self.lead(lane) {
+                Lead::Done(batch) => {
+                    self.resume(batch);
+                    led = true;
+                }
+                Lead::WaitUntil(due) => next_due = Some(next_due.map_or(due, |d| d.min(due))),
+                Lead::Idle => {}
+            }
+        }
+        (led, next_due)
     }
 
     /// Drives `conn` and the connections of every batch this worker commits
@@ -146,17 +152,7 @@ impl Worker {
             while let Some(conn) = self.ready.pop_front() {
                 self.drive(conn);
             }
-            if !self.shared.batches_pending() {
-                break;
-            }
-            let mut led = false;
-            for lane in Lane::ALL {
-                if let Lead::Done(batch) = self.lead(lane) {
-                    self.resume(batch);
-                    led = true;
-                }
-            }
-            if !led {
+            if !self.lead_all().0 {
                 break;
             }
         }
@@ -218,18 +214,19 @@ impl Worker {
 /// Commits one batch through the API; a panic in it fails the batch (each request
 /// gets 500 and its connection closes) instead of unwinding through the batcher.
 fn commit(api: &Api, stats: &Stats, lane: Lane, items: &[Waiter]) -> Result<Vec<Outcome>, ApiError> {
-    let outcomes = guarded(stats, || {
+    let outcomes = catch_unwind(AssertUnwindSafe(|| {
         api.commit(lane, items.iter().map(|w| &w.staged))
-            .map_err(Error::Api)
-    });
-    match outcomes {
-        Ok(o) if o.len() == items.len() => Ok(o),
-        Ok(o) => Err(ApiError::Internal(format!(
+    }))
+    .unwrap_or_else(|payload| {
+        stats.panics.fetch_add(1, Relaxed);
+        Err(ApiError::Panicked(panic_message(&*payload)))
+    })?;
+    if outcomes.len() != items.len() {
+        return Err(ApiError::Internal(format!(
             "a batch of {} got {} outcomes",
             items.len(),
-            o.len()
-        ))),
-        Err(Error::Api(e)) => Err(e),
-        Err(Error::Http(e)) => Err(ApiError::Internal(e.to_string())),
+            outcomes.len()
+        )));
     }
+    Ok(outcomes)
 }
