@@ -13,7 +13,8 @@
 
 use super::auth::note;
 use super::error::{ApiError, Error};
-use super::request::Reply;
+use super::json::write_int_object;
+use super::request::{Reply, Request};
 use super::state::State;
 
 /// Commits `k` increments as one `UPDATE ... SET value = value + k RETURNING value`
@@ -30,12 +31,9 @@ pub fn commit(st: &State, k: usize) -> Result<Vec<i64>, ApiError> {
     Ok((last - k + 1..=last).collect())
 }
 
-/// Answers an increment with what its batch's commit gave it (`None`: it was
-/// never committed, which the connection driver does not allow).
-pub fn increment(committed: Option<Result<i64, ApiError>>, out: &mut Vec<u8>) -> Result<Reply, Error> {
-    let committed = committed
-        .ok_or_else(|| ApiError::Internal("an increment was answered before its batch committed".into()))?;
-    write_value(out, committed?);
+/// Answers an increment with the value its batch's commit gave it.
+pub fn increment(req: &Request<'_>, out: &mut Vec<u8>) -> Result<Reply, Error> {
+    write_int_object(out, "value", req.committed()?);
     Ok(Reply::json(200))
 }
 
@@ -46,12 +44,6 @@ pub fn get(st: &State, out: &mut Vec<u8>) -> Result<Reply, Error> {
         .client
         .query_one(&db.st.counter_get, &[])
         .map_err(|e| note(st, e))?;
-    write_value(out, row.get(0));
+    write_int_object(out, "value", row.get(0));
     Ok(Reply::json(200))
-}
-
-fn write_value(out: &mut Vec<u8>, value: i64) {
-    out.extend_from_slice(br#"{"value":"#);
-    out.extend_from_slice(itoa::Buffer::new().format(value).as_bytes());
-    out.push(b'}');
 }

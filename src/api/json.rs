@@ -23,6 +23,15 @@ pub fn check_content_type(ct: Option<&str>) -> Result<(), ApiError> {
     }
 }
 
+/// Writes `{"<key>":<value>}`: the whole body of a counter value or a new id.
+pub fn write_int_object(out: &mut Vec<u8>, key: &str, value: i64) {
+    out.extend_from_slice(b"{\"");
+    out.extend_from_slice(key.as_bytes());
+    out.extend_from_slice(b"\":");
+    out.extend_from_slice(itoa::Buffer::new().format(value).as_bytes());
+    out.push(b'}');
+}
+
 /// A JSON object being validated; problems accumulate until [`Fields::finish`].
 pub struct Fields {
     map: Map<String, Value>,

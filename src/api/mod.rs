@@ -64,8 +64,9 @@ impl Api {
     }
 
     /// Decides, from the head alone, which route serves the request and how (see
-    /// [`Plan`]); a Content-Length over the route's body limit is refused here,
-    /// before any body byte is read.
+    /// [`Plan`]); a Content-Length over the route's body limit (413) and a JSON
+    /// route's wrong media type (415) are refused here, before any body byte is
+    /// read.
     pub fn plan(&self, head: &Head, buf: &[u8]) -> Result<Plan, Error> {
         let cfg = &self.state.config;
         let path = head.path.str(buf);
@@ -82,6 +83,10 @@ impl Api {
             if n > body_limit {
                 return Err(HttpError::BodyTooLarge.into());
             }
+        }
+        // A JSON route refuses another media type before its body is read.
+        if route.takes_json() {
+            json::check_content_type(head.content_type.map(|c| c.str(buf)))?;
         }
         Ok(Plan {
             route,
@@ -102,20 +107,17 @@ impl Api {
     /// Serves a complete request, writing the response body into `out`.
     pub fn handle(&self, route: Route, req: &Request<'_>, out: &mut Vec<u8>) -> Result<Reply, Error> {
         let st = &*self.state;
-        if route.takes_json() {
-            json::check_content_type(req.content_type())?;
-        }
         match route {
             Route::Health => health::health(out),
             Route::Ready => health::ready(st, out),
             Route::AuthCreate => auth::create(st, req, out),
             Route::AuthLogin => auth::login(st, req, out),
             Route::AuthLogout => auth::logout(st, req),
-            Route::SampleCreate => samples::created(req.committed.clone(), out),
+            Route::SampleCreate => samples::created(req, out),
             Route::SampleGet(id) => samples::get(st, req, id, out),
             Route::SampleList => samples::list(st, req, out),
             Route::FileGet(md5) => files::get(st, req, md5),
-            Route::CounterIncrement => counter::increment(req.committed.clone(), out),
+            Route::CounterIncrement => counter::increment(req, out),
             Route::CounterGet => counter::get(st, out),
             Route::EventPost => events::post(st, req),
             Route::EventStats => events::stats(st, out),
@@ -133,9 +135,6 @@ impl Api {
     /// Validates a request whose route waits for a batch (`Wait::Batch`) and stages
     /// it; an error is the request's answer.
     pub fn stage(&self, route: Route, req: &Request<'_>) -> Result<Staged, Error> {
-        if route.takes_json() {
-            json::check_content_type(req.content_type())?;
-        }
         match route {
             Route::CounterIncrement => Ok(Staged::Increment),
             Route::SampleCreate => Ok(Staged::Sample(Box::new(samples::stage(&self.state, req)?))),

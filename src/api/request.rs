@@ -2,7 +2,7 @@
 //! the whole body) and what it answers ([`Reply`]). Handlers never see more of the
 //! connection than this.
 
-use super::error::ApiError;
+use super::error::{ApiError, Error};
 use crate::http::parse::Head;
 
 /// A complete request as handlers see it.
@@ -18,6 +18,18 @@ pub struct Request<'b> {
 }
 
 impl Request<'_> {
+    /// What the commit of this request's batch gave it; an error when it was never
+    /// committed, which the connection driver does not allow.
+    pub fn committed(&self) -> Result<i64, Error> {
+        match &self.committed {
+            Some(Ok(value)) => Ok(*value),
+            Some(Err(e)) => Err(e.clone().into()),
+            None => {
+                Err(ApiError::Internal("a request was answered before its batch committed".into()).into())
+            }
+        }
+    }
+
     pub fn query(&self) -> &str {
         self.head.query.map(|q| q.str(self.buf)).unwrap_or("")
     }

@@ -298,12 +298,8 @@ fn array_literal(items: &[String]) -> String {
 }
 
 /// POST /api/sample, second half: answers with what the batch gave this sample.
-pub fn created(committed: Option<Result<i64, ApiError>>, out: &mut Vec<u8>) -> Result<Reply, Error> {
-    let committed = committed
-        .ok_or_else(|| ApiError::Internal("a sample was answered before its batch committed".into()))?;
-    out.extend_from_slice(br#"{"id":"#);
-    out.extend_from_slice(itoa::Buffer::new().format(committed?).as_bytes());
-    out.push(b'}');
+pub fn created(req: &Request<'_>, out: &mut Vec<u8>) -> Result<Reply, Error> {
+    super::json::write_int_object(out, "id", req.committed()?);
     Ok(Reply::json(201))
 }
 
