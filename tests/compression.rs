@@ -83,16 +83,8 @@ fn large_json_answers_are_gzipped_for_clients_that_accept_it() {
     assert_eq!(small.text(), r#"{"status":"ok"}"#);
 
     // A stored file is sent as stored.
-    let png = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/example.png")).unwrap();
-    let mut s = connect(server.addr);
-    write!(
-        s,
-        "POST /api/file HTTP/1.1\r\nAuthorization: Bearer {token}\r\nContent-Type: image/png\r\nContent-Length: {}\r\n\r\n",
-        png.len()
-    )
-    .unwrap();
-    s.write_all(&png).unwrap();
-    let up = Reader::new(s).next(false).unwrap();
+    let png = png();
+    let up = upload(server.addr, &token, "image/png", &png);
     assert!(matches!(up.status, 200 | 201), "{}", up.text());
     let md5 = up.json()["md5"].as_str().unwrap().to_string();
     let file = get(&server, &format!("/api/file/{md5}"), &token, Some("gzip"), "GET");

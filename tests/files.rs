@@ -15,10 +15,6 @@ use std::time::{Duration, Instant};
 
 const PNG_MD5: &str = "a84c28046b82d832d9d7dac7e740bc65";
 
-fn png() -> Vec<u8> {
-    std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/example.png")).unwrap()
-}
-
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -32,21 +28,6 @@ fn count_files(dir: &Path) -> usize {
         .map(|e| e.unwrap().path())
         .map(|p| if p.is_dir() { count_files(&p) } else { 1 })
         .sum()
-}
-
-fn upload_head(token: &str, ct: &str, len: usize, expect: bool) -> String {
-    format!(
-        "POST /api/file HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {token}\r\nContent-Type: {ct}\r\nContent-Length: {len}\r\n{}\r\n",
-        if expect { "Expect: 100-continue\r\n" } else { "" }
-    )
-}
-
-fn upload(addr: std::net::SocketAddr, token: &str, ct: &str, body: &[u8]) -> Response {
-    let mut s = connect(addr);
-    s.write_all(upload_head(token, ct, body.len(), false).as_bytes())
-        .unwrap();
-    s.write_all(body).unwrap();
-    Reader::new(s).next(false).unwrap()
 }
 
 #[test]

@@ -393,6 +393,28 @@ pub fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
     f()
 }
 
+/// The C project's example image.
+pub fn png() -> Vec<u8> {
+    std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/example.png")).unwrap()
+}
+
+/// The head of POST /api/file for a body of `len` bytes of type `ct`.
+pub fn upload_head(token: &str, ct: &str, len: usize, expect: bool) -> String {
+    format!(
+        "POST /api/file HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {token}\r\nContent-Type: {ct}\r\nContent-Length: {len}\r\n{}\r\n",
+        if expect { "Expect: 100-continue\r\n" } else { "" }
+    )
+}
+
+/// Uploads `body` on a connection of its own and returns the answer.
+pub fn upload(addr: SocketAddr, token: &str, ct: &str, body: &[u8]) -> Response {
+    let mut s = connect(addr);
+    s.write_all(upload_head(token, ct, body.len(), false).as_bytes())
+        .unwrap();
+    s.write_all(body).unwrap();
+    Reader::new(s).next(false).unwrap()
+}
+
 /// The C project's sample body.
 pub fn fixture_body() -> String {
     std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/body.json"))
