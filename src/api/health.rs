@@ -25,23 +25,23 @@ pub fn ready(st: &State, out: &mut Vec<u8>) -> Result<Reply, Error> {
             .map(|_| ())
             .map_err(|e| note(st, e))
     });
-    let breaker = st.db.breaker_state().as_str();
-    match pinged {
-        Ok(()) => {
-            out.extend_from_slice(br#"{"status":"ready","database":""#);
-            out.extend_from_slice(breaker.as_bytes());
-            out.extend_from_slice(br#""}"#);
-            Ok(Reply::json(200))
-        }
-        Err(ApiError::Unavailable) => {
-            out.extend_from_slice(br#"{"status":"unavailable","database":""#);
-            out.extend_from_slice(breaker.as_bytes());
-            out.extend_from_slice(br#""}"#);
-            Ok(Reply {
-                header: Some(("Retry-After", "1".to_string())),
-                ..Reply::json(503)
-            })
-        }
-        Err(e) => Err(e.into()),
-    }
+    let reply = match pinged {
+        Ok(()) => Reply::json(200),
+        Err(ApiError::Unavailable) => Reply {
+            header: Some(("Retry-After", "1".to_string())),
+            ..Reply::json(503)
+        },
+        Err(e) => return Err(e.into()),
+    };
+    let status = if reply.status == 200 {
+        "ready"
+    } else {
+        "unavailable"
+    };
+    serde_json::to_writer(
+        out,
+        &serde_json::json!({ "status": status, "database": st.db.breaker_state().as_str() }),
+    )
+    .map_err(|e| ApiError::Internal(e.to_string()))?;
+    Ok(reply)
 }

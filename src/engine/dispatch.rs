@@ -259,7 +259,12 @@ impl Dispatcher {
         self.count(Some(plan.kind));
         self.body.clear();
         let result = self.api.handle(plan.route, req, &mut self.body);
-        let accept_encoding = req.head.accept_encoding.map(|a| a.str(req.buf));
+        // Read only when the body is big enough to be compressed at all.
+        let accept_encoding = req
+            .head
+            .accept_encoding
+            .filter(|_| worth_compressing(self.shared.config.compress_min_bytes, self.body.len()))
+            .map(|a| a.str(req.buf));
         self.reply(result, close, head_only, accept_encoding)
     }
 
