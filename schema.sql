@@ -11,10 +11,27 @@ CREATE TABLE IF NOT EXISTS users (
     email         text NOT NULL,
     -- argon2id PHC string; the password itself is never stored.
     password_hash text NOT NULL,
-    tier          text NOT NULL DEFAULT 'standard' CHECK (tier IN ('standard', 'premium', 'internal')),
+    -- Rate-limit tier (see README, "Limits and tiers"); an admin changes it.
+    tier          text NOT NULL DEFAULT 'free' CONSTRAINT users_tier_check CHECK (tier IN ('free', 'pro', 'enterprise')),
     created_at    timestamptz NOT NULL DEFAULT now()
 );
 CREATE UNIQUE INDEX IF NOT EXISTS users_email_key ON users (lower(email));
+-- Tiers were standard/premium/internal before rate limiting: renamed free/pro/
+-- enterprise, once (the check runs only while the old constraint is there).
+DO $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM pg_constraint
+               WHERE conrelid = 'users'::regclass AND conname = 'users_tier_check'
+                 AND pg_get_constraintdef(oid) LIKE '%standard%') THEN
+        ALTER TABLE users DROP CONSTRAINT users_tier_check;
+        UPDATE users SET tier = CASE tier WHEN 'premium' THEN 'pro'
+                                          WHEN 'internal' THEN 'enterprise'
+                                          ELSE 'free' END;
+        ALTER TABLE users ALTER COLUMN tier SET DEFAULT 'free';
+        ALTER TABLE users ADD CONSTRAINT users_tier_check
+            CHECK (tier IN ('free', 'pro', 'enterprise'));
+    END IF;
+END $$;
 
 CREATE TABLE IF NOT EXISTS api_tokens (
     -- SHA-256 of the 256-bit token; the token itself is shown once and never stored.

@@ -136,11 +136,186 @@ pub struct Args {
     #[arg(long, env = "SHED_INTERVAL", default_value = "50ms", value_parser = parse_duration)]
     pub shed_interval: Duration,
 
+    /// Rate limits per tier: anonymous (per client IP), free, pro, enterprise (per user), each QUOTA/WINDOW with WINDOW s, m, h or a duration such as 15m; tiers left out keep their default. `off` disables rate limiting.
+    #[arg(
+        long,
+        env = "RATE_LIMITS",
+        default_value = "anonymous=100/m,free=1000/m,pro=10000/m,enterprise=100000/m"
+    )]
+    pub rate_limits: String,
+
+    /// Failed logins allowed per username and per client IP (QUOTA/WINDOW each); past either, logins from there get 429 whether or not the user exists. `off` disables it.
+    #[arg(long, env = "LOGIN_LIMITS", default_value = "username=10/15m,ip=100/15m")]
+    pub login_limits: String,
+
+    /// Proxies (CIDR list, e.g. 10.0.0.0/8,127.0.0.1) whose X-Forwarded-For is believed: behind them, the client is the right-most address not in this list.
+    #[arg(long, env = "TRUSTED_PROXIES", default_value = "")]
+    pub trusted_proxies: String,
+
+    /// Rate-limit keys (client IPs, users) tracked at once per table; idle keys are dropped first.
+    #[arg(long, env = "RATE_LIMIT_KEYS", default_value_t = 1_000_000)]
+    pub rate_limit_keys: usize,
+
+    /// How long a cached token (its user and tier) is trusted before the database is asked again: a tier change or a revocation made elsewhere takes effect here within this time.
+    #[arg(long, env = "TOKEN_RECHECK", default_value = "60s", value_parser = parse_duration)]
+    pub token_recheck: Duration,
+
     /// Test only: route GET /debug/panic to a handler that panics (a panic costs one
     /// connection, never a worker) and GET /debug/sleep/{ms} to one that holds its
     /// worker that long (an overload on demand).
     #[arg(long, env = "TEST_ROUTES", hide = true)]
     pub test_routes: bool,
+}
+
+/// A quota per window, as `--rate-limits` and `--login-limits` give it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateSpec {
+    pub quota: u64,
+    pub window: Duration,
+}
+
+/// The rate limit of each tier.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TierLimits {
+    pub anonymous: RateSpec,
+    pub free: RateSpec,
+    pub pro: RateSpec,
+    pub enterprise: RateSpec,
+}
+
+/// Limits on failed logins; `None`: not limited that way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LoginLimits {
+    pub per_username: Option<RateSpec>,
+    pub per_ip: Option<RateSpec>,
+}
+
+/// An address range, `ADDR/PREFIX` (a bare address is a range of one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    addr: IpAddr,
+    prefix: u8,
+}
+
+impl Cidr {
+    pub fn parse(s: &str) -> Result<Cidr, String> {
+        let s = s.trim();
+        let (addr, prefix) = match s.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (s, None),
+        };
+        let addr: IpAddr = addr
+            .parse()
+            .map_err(|_| format!("invalid address in {s:?}: expected e.g. 10.0.0.0/8"))?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            None => max,
+            Some(p) => match p.parse::<u8>() {
+                Ok(p) if p <= max => p,
+                _ => return Err(format!("invalid prefix length in {s:?}: 0 to {max}")),
+            },
+        };
+        Ok(Cidr { addr, prefix })
+    }
+
+    /// Whether `ip` is in the range (an IPv4-mapped IPv6 address counts as IPv4).
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = ip.to_canonical();
+        match (self.addr, ip) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let mask = u32::MAX.checked_shl(32 - u32::from(self.prefix)).unwrap_or(0);
+                u32::from(net) & mask == u32::from(ip) & mask
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                let mask = u128::MAX.checked_shl(128 - u32::from(self.prefix)).unwrap_or(0);
+                u128::from(net) & mask == u128::from(ip) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+/// Parses `QUOTA/WINDOW`: `100/m`, `5/s`, `10/15m`, `1000/h`.
+pub fn parse_rate(s: &str) -> Result<RateSpec, String> {
+    let s = s.trim();
+    let (quota, window) = s
+        .split_once('/')
+        .ok_or_else(|| format!("invalid rate {s:?}: expected QUOTA/WINDOW, e.g. 100/m"))?;
+    let quota: u64 = quota
+        .trim()
+        .parse()
+        .ok()
+        .filter(|&q| q > 0)
+        .ok_or_else(|| format!("invalid quota in {s:?}: a positive whole number"))?;
+    let window = window.trim();
+    // A bare unit is one of it: `m` is `1m`.
+    let window = if window.starts_with(|c: char| c.is_ascii_digit()) {
+        parse_duration(window)?
+    } else {
+        parse_duration(&format!("1{window}"))?
+    };
+    if window.is_zero() {
+        return Err(format!("invalid window in {s:?}: must be longer than zero"));
+    }
+    Ok(RateSpec { quota, window })
+}
+
+/// Parses `--rate-limits`: `off`, or `tier=RATE,...` over the defaults.
+fn parse_tier_limits(s: &str) -> Result<Option<TierLimits>, String> {
+    if s.trim() == "off" {
+        return Ok(None);
+    }
+    let per_minute = |quota| RateSpec {
+        quota,
+        window: Duration::from_secs(60),
+    };
+    let mut t = TierLimits {
+        anonymous: per_minute(100),
+        free: per_minute(1_000),
+        pro: per_minute(10_000),
+        enterprise: per_minute(100_000),
+    };
+    for item in s.split(',').filter(|i| !i.trim().is_empty()) {
+        let (tier, rate) = item
+            .split_once('=')
+            .ok_or_else(|| format!("invalid rate limit {item:?}: expected TIER=QUOTA/WINDOW"))?;
+        let slot = match tier.trim() {
+            "anonymous" => &mut t.anonymous,
+            "free" => &mut t.free,
+            "pro" => &mut t.pro,
+            "enterprise" => &mut t.enterprise,
+            other => {
+                return Err(format!(
+                    "unknown tier {other:?}: anonymous, free, pro or enterprise"
+                ))
+            }
+        };
+        *slot = parse_rate(rate)?;
+    }
+    Ok(Some(t))
+}
+
+/// Parses `--login-limits`: `off`, or `username=RATE,ip=RATE` (either may be left out).
+fn parse_login_limits(s: &str) -> Result<Option<LoginLimits>, String> {
+    if s.trim() == "off" {
+        return Ok(None);
+    }
+    let mut l = LoginLimits {
+        per_username: None,
+        per_ip: None,
+    };
+    for item in s.split(',').filter(|i| !i.trim().is_empty()) {
+        match item.split_once('=').map(|(k, v)| (k.trim(), v)) {
+            Some(("username", rate)) => l.per_username = Some(parse_rate(rate)?),
+            Some(("ip", rate)) => l.per_ip = Some(parse_rate(rate)?),
+            _ => {
+                return Err(format!(
+                    "invalid login limit {item:?}: expected username=QUOTA/WINDOW or ip=QUOTA/WINDOW"
+                ))
+            }
+        }
+    }
+    Ok(Some(l))
 }
 
 /// Validated settings; see [`Args`] for what each means.
@@ -175,6 +350,13 @@ pub struct Config {
     pub shed_target: Duration,
     pub shed_interval: Duration,
     pub test_routes: bool,
+    /// `None`: rate limiting is off.
+    pub rate_limits: Option<TierLimits>,
+    /// `None`: failed logins are not limited.
+    pub login_limits: Option<LoginLimits>,
+    pub trusted_proxies: Vec<Cidr>,
+    pub rate_limit_keys: usize,
+    pub token_recheck: Duration,
 }
 
 impl Config {
@@ -200,6 +382,15 @@ impl Config {
             return Err("argon2 memory must be at least 8 KiB and iterations at least 1".into());
         }
         let hash_concurrency = a.hash_concurrency.unwrap_or((threads / 2).max(1));
+        let rate_limits = parse_tier_limits(&a.rate_limits).map_err(|e| format!("--rate-limits: {e}"))?;
+        let login_limits = parse_login_limits(&a.login_limits).map_err(|e| format!("--login-limits: {e}"))?;
+        let trusted_proxies = a
+            .trusted_proxies
+            .split(',')
+            .filter(|c| !c.trim().is_empty())
+            .map(Cidr::parse)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| format!("--trusted-proxies: {e}"))?;
         if hash_concurrency == 0 {
             return Err("hash-concurrency must be at least 1".into());
         }
@@ -237,7 +428,22 @@ impl Config {
             shed_target: a.shed_target,
             shed_interval: a.shed_interval,
             test_routes: a.test_routes,
+            rate_limits,
+            login_limits,
+            trusted_proxies,
+            rate_limit_keys: a.rate_limit_keys.max(1),
+            token_recheck: a.token_recheck,
         })
+    }
+
+    /// The config of `server 1` with these flags (for unit tests).
+    #[cfg(test)]
+    pub fn for_tests(flags: &[&str]) -> Config {
+        let args = ["server", "1"].iter().chain(flags);
+        match Args::try_parse_from(args).map(|a| Config::from_args(a, false)) {
+            Ok(Ok(config)) => config,
+            other => panic!("invalid test flags {flags:?}: {other:?}"),
+        }
     }
 
     /// Bytes a worker reads into at once: one whole JSON request must fit.
@@ -293,6 +499,61 @@ mod tests {
         assert_eq!(c.db_pool_size, 5);
         assert_eq!(c.hash_concurrency, 1);
         assert!(!c.stats);
+    }
+
+    #[test]
+    fn rates_parse_with_bare_units_and_durations() {
+        let m = Duration::from_secs(60);
+        assert_eq!(
+            parse_rate("100/m"),
+            Ok(RateSpec {
+                quota: 100,
+                window: m
+            })
+        );
+        assert_eq!(parse_rate("5/s").map(|r| r.window), Ok(Duration::from_secs(1)));
+        assert_eq!(
+            parse_rate("1000/h").map(|r| r.window),
+            Ok(Duration::from_secs(3600))
+        );
+        assert_eq!(parse_rate("10/15m").map(|r| r.window), Ok(15 * m));
+        for bad in ["100", "0/m", "-1/m", "10/0s", "10/y", "x/m"] {
+            assert!(parse_rate(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn tier_limits_override_defaults_and_off_disables() {
+        let t = parse_tier_limits("free=5/s").expect("valid").expect("on");
+        assert_eq!(t.free.quota, 5);
+        assert_eq!(t.anonymous.quota, 100);
+        assert_eq!(t.enterprise.quota, 100_000);
+        assert_eq!(parse_tier_limits("off"), Ok(None));
+        assert!(parse_tier_limits("gold=1/s").is_err());
+        assert!(parse_tier_limits("free").is_err());
+        let l = parse_login_limits("username=3/m").expect("valid").expect("on");
+        assert_eq!(l.per_username.map(|r| r.quota), Some(3));
+        assert_eq!(l.per_ip, None);
+        assert!(parse_login_limits("user=3/m").is_err());
+    }
+
+    #[test]
+    fn cidrs_match_their_ranges() {
+        let net = Cidr::parse("10.1.0.0/16").expect("valid");
+        assert!(net.contains("10.1.200.3".parse().expect("ip")));
+        assert!(!net.contains("10.2.0.1".parse().expect("ip")));
+        assert!(net.contains("::ffff:10.1.0.9".parse().expect("ip")));
+        let one = Cidr::parse("127.0.0.1").expect("valid");
+        assert!(one.contains("127.0.0.1".parse().expect("ip")));
+        assert!(!one.contains("127.0.0.2".parse().expect("ip")));
+        let all = Cidr::parse("0.0.0.0/0").expect("valid");
+        assert!(all.contains("8.8.8.8".parse().expect("ip")));
+        let v6 = Cidr::parse("fd00::/8").expect("valid");
+        assert!(v6.contains("fd12::1".parse().expect("ip")));
+        assert!(!v6.contains("fe80::1".parse().expect("ip")));
+        for bad in ["10.0.0.0/33", "nope", "::/129", "1.2.3.4/x"] {
+            assert!(Cidr::parse(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -2,14 +2,16 @@
 //! [`authenticate`], which every protected route calls.
 //!
 //! Unknown user and wrong password are indistinguishable: same status, same body and
-//! an argon2 verification in both cases. Creating an account also issues its first
-//! token, in the same SQL statement, so neither exists without the other.
+//! an argon2 verification in both cases; the limit on failed logins (per username
+//! and per client IP) is kept for unknown usernames exactly as for known ones, so
+//! its 429 tells nothing either. Creating an account also issues its first token,
+//! in the same SQL statement, so neither exists without the other.
 
 use super::error::{ApiError, Error};
 use super::json::Fields;
 use super::request::{Reply, Request};
 use super::state::State;
-use super::tokens::{self, tier_code, Principal};
+use super::tokens::{self, Principal, Tier, TokenHash};
 use crate::store::db::DbError;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
@@ -19,32 +21,64 @@ use time::OffsetDateTime;
 const MAX_PASSWORD_BYTES: usize = 1024;
 const MIN_PASSWORD_BYTES: usize = 8;
 
-/// The caller behind the request's bearer token.
-pub fn authenticate(st: &State, req: &Request<'_>) -> Result<(Principal, tokens::TokenHash), Error> {
+/// The caller behind the request's bearer token (as admission resolved it, when
+/// it did).
+pub fn authenticate(st: &State, req: &Request<'_>) -> Result<(Principal, TokenHash), Error> {
+    if let Some(resolved) = &req.auth {
+        return resolved.clone().map_err(Error::from);
+    }
     let hash = req
         .authorization()
         .and_then(tokens::from_header)
         .ok_or(ApiError::Unauthorized)?;
-    if let Some(p) = st.tokens.get(&hash) {
-        return Ok((p, hash));
+    let principal = match known(st, &hash) {
+        Known::Valid(p) => p,
+        Known::Bad => return Err(ApiError::Unauthorized.into()),
+        Known::Unknown => lookup(st, &hash)?,
+    };
+    Ok((principal, hash))
+}
+
+/// What the in-process caches say about a token hash.
+pub enum Known {
+    Valid(Principal),
+    /// The database did not accept it: 401 without asking again.
+    Bad,
+    /// Only the database can tell.
+    Unknown,
+}
+
+pub fn known(st: &State, hash: &TokenHash) -> Known {
+    match st.tokens.get(hash) {
+        Some(p) => Known::Valid(p),
+        None if st.bad_tokens.contains(hash) => Known::Bad,
+        None => Known::Unknown,
     }
+}
+
+/// Asks the database about a token and caches the answer either way; 401 for a
+/// token it does not accept (unknown, expired or revoked).
+pub fn lookup(st: &State, hash: &TokenHash) -> Result<Principal, ApiError> {
     let mut pooled = st.db.get()?;
     let db = &mut *pooled;
     let rows = db
         .client
         .query(&db.st.lookup_token, &[&&hash[..]])
         .map_err(|e| note(st, e))?;
-    let row = rows.first().ok_or(ApiError::Unauthorized)?;
+    let Some(row) = rows.first() else {
+        st.bad_tokens.insert(*hash);
+        return Err(ApiError::Unauthorized);
+    };
     let principal = Principal {
         user_id: row.get(0),
-        tier: tier_code(row.get(1)),
+        tier: Tier::from_db(row.get(1)),
     };
     let expires: OffsetDateTime = row.get(2);
     let ttl = (expires - OffsetDateTime::now_utc())
         .try_into()
         .unwrap_or_default();
-    st.tokens.insert(hash, principal, ttl);
-    Ok((principal, hash))
+    st.tokens.insert(*hash, principal, ttl);
+    Ok(principal)
 }
 
 /// Turns a query failure into an API error, noting a lost database.
@@ -127,7 +161,7 @@ pub fn create(st: &State, req: &Request<'_>, out: &mut Vec<u8>) -> Result<Reply,
         })?;
     let principal = Principal {
         user_id: row.get(0),
-        tier: tier_code(row.get(1)),
+        tier: Tier::from_db(row.get(1)),
     };
     let expires: OffsetDateTime = row.get(2);
     st.tokens.insert(hash, principal, st.config.token_ttl);
@@ -143,6 +177,8 @@ pub fn login(st: &State, req: &Request<'_>, out: &mut Vec<u8>) -> Result<Reply, 
     let (Some(username), Some(password)) = (username, password) else {
         return Err(ApiError::Internal("validated fields missing".into()).into());
     };
+    // Before any lookup or hash: the same answer whether the user exists or not.
+    st.limits.login_allowed(&username, req.client)?;
 
     let user = {
         let mut pooled = st.db.get()?;
@@ -152,13 +188,14 @@ pub fn login(st: &State, req: &Request<'_>, out: &mut Vec<u8>) -> Result<Reply, 
             .query(&db.st.find_user, &[&username])
             .map_err(|e| note(st, e))?;
         rows.first()
-            .map(|r| (r.get::<_, i64>(0), r.get::<_, String>(1), tier_code(r.get(2))))
+            .map(|r| (r.get::<_, i64>(0), r.get::<_, String>(1), Tier::from_db(r.get(2))))
     };
     // Verify even for an unknown user, against a dummy hash, so timing tells nothing.
     if !st
         .passwords
         .verify(&password, user.as_ref().map(|u| u.1.as_str()))
     {
+        st.limits.login_failed(&username, req.client);
         return Err(ApiError::BadCredentials.into());
     }
     let Some((user_id, _, tier)) = user else {
@@ -181,8 +218,9 @@ pub fn login(st: &State, req: &Request<'_>, out: &mut Vec<u8>) -> Result<Reply, 
 pub fn logout(st: &State, req: &Request<'_>) -> Result<Reply, Error> {
     let (_, hash) = authenticate(st, req)?;
     // Forget it here first: even if the database write fails, this process stops
-    // accepting the token at once.
+    // accepting the token at once, and never accepts it again.
     st.tokens.remove(&hash);
+    st.bad_tokens.insert(hash);
     let mut pooled = st.db.get()?;
     let db = &mut *pooled;
     db.client

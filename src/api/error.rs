@@ -32,6 +32,8 @@ pub enum ApiError {
     Overloaded,
     /// The server is shedding load (its queue wait stays above target).
     Shed,
+    /// Over a rate limit (or the failed-login limit); holds Retry-After seconds.
+    RateLimited(u64),
     /// A bug or an unexpected database answer; logged, never shown in detail.
     Internal(String),
     /// Serving the request panicked (a bug); holds the panic message. The connection
@@ -94,6 +96,7 @@ impl Error {
                 ApiError::MethodNotAllowed(_) => 405,
                 ApiError::Conflict(_) => 409,
                 ApiError::UnsupportedMediaType(_) => 415,
+                ApiError::RateLimited(_) => 429,
                 ApiError::Unavailable | ApiError::Overloaded | ApiError::Shed => 503,
                 ApiError::Internal(_) | ApiError::Panicked(_) => 500,
             },
@@ -134,6 +137,7 @@ impl Error {
             413 => "payload_too_large",
             415 => "unsupported_media_type",
             417 => "expectation_failed",
+            429 => "rate_limited",
             431 => "header_fields_too_large",
             501 => "not_implemented",
             503 => "unavailable",
@@ -165,6 +169,7 @@ impl Error {
                 ApiError::Unavailable => "database unavailable, retry shortly",
                 ApiError::Overloaded => "server at its connection limit, retry shortly",
                 ApiError::Shed => "server overloaded, retry shortly",
+                ApiError::RateLimited(_) => "rate limit exceeded, retry after the time in Retry-After",
                 ApiError::Internal(_) | ApiError::Panicked(_) => "internal error",
             },
         };
@@ -182,20 +187,39 @@ impl Error {
 impl Error {
     /// Appends the whole error response to `out`.
     pub fn encode(&self, out: &mut Vec<u8>, date: &[u8], close: bool, head_only: bool) {
+        self.encode_with(out, date, close, head_only, &[]);
+    }
+
+    /// Appends the whole error response to `out`, with further header fields.
+    pub fn encode_with(
+        &self,
+        out: &mut Vec<u8>,
+        date: &[u8],
+        close: bool,
+        head_only: bool,
+        more: &[(&str, &str)],
+    ) {
         let mut body = Vec::new();
         self.write_body(&mut body);
-        let extra;
-        let headers: &[(&str, &str)] = match self.header() {
-            Some(h) => {
-                extra = [h];
-                &extra
-            }
-            None => &[],
-        };
+        let mut fields = [("", ""); 4];
+        let mut n = 0;
+        let mut secs = itoa::Buffer::new();
+        if let Some(h) = self.header() {
+            fields[n] = h;
+            n += 1;
+        }
+        if let Error::Api(ApiError::RateLimited(after)) = self {
+            fields[n] = ("Retry-After", secs.format(*after));
+            n += 1;
+        }
+        for &field in more.iter().take(fields.len() - n) {
+            fields[n] = field;
+            n += 1;
+        }
         let head = ResponseHead {
             status: self.status(),
             content_type: Some("application/json"),
-            headers,
+            headers: &fields[..n],
             close: close || self.closes_connection(),
         };
         encode(out, date, &head, &body, head_only);

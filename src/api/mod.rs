@@ -3,10 +3,12 @@
 //!
 //! This layer never sees a socket or a read buffer position, and never imports the
 //! engine. The engine talks to it only through [`Api`]: `plan` (from the head alone:
-//! route, body limit and use, what the request waits for), `handle` (a complete
+//! route, body limit and use, what the request waits for), `admit` (client address,
+//! rate limits: once the body is in, before anything is done), `handle` (a complete
 //! request → a [`Reply`] with its body written into a `Vec`), `stage`/`commit` for
 //! group-committed requests, and `admit_upload`/`finish_upload` for streamed bodies.
 
+mod admission;
 mod auth;
 mod counter;
 pub(crate) mod error;
@@ -14,6 +16,7 @@ mod events;
 mod files;
 mod health;
 mod json;
+pub(crate) mod limits;
 mod passwords;
 pub(crate) mod request;
 pub(crate) mod route;
@@ -24,10 +27,13 @@ mod tokens;
 use crate::config::Config;
 use crate::http::error::HttpError;
 use crate::http::parse::{Framing, Head};
+use admission::Admitted;
 use error::{ApiError, Error};
+use limits::Refused;
 use request::{Reply, Request};
 use route::{BodyUse, Lane, Plan, Route};
 use state::State;
+use std::net::IpAddr;
 use std::sync::Arc;
 
 pub(crate) use files::UploadBody;
@@ -95,7 +101,23 @@ impl Api {
             wait: route.wait(),
             kind: route.kind(),
             shed: route.sheddable(),
+            cost: route.cost(),
         })
+    }
+
+    /// Admits a request whose body has arrived, before anything is done for it:
+    /// its client address, its token when rate limits need it, and its charge
+    /// (see `admission`; `charge` false for a request admitted before it
+    /// waited).
+    pub fn admit(
+        &self,
+        plan: &Plan,
+        head: &Head,
+        buf: &[u8],
+        peer: IpAddr,
+        charge: bool,
+    ) -> Result<Admitted, Box<Refused>> {
+        admission::admit(&self.state, plan, head, buf, peer, charge)
     }
 
     /// The body limit for a request whose routing failed: the engine still reads

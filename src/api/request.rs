@@ -3,7 +3,9 @@
 //! connection than this.
 
 use super::error::{ApiError, Error};
+use super::tokens::{Principal, TokenHash};
 use crate::http::parse::Head;
+use std::net::IpAddr;
 
 /// A complete request as handlers see it.
 pub struct Request<'b> {
@@ -15,6 +17,12 @@ pub struct Request<'b> {
     /// the commit of its batch gave it: the counter value or the new row's id, or
     /// the error that is this request's alone (a duplicate) or its whole batch's.
     pub committed: Option<Result<i64, ApiError>>,
+    /// The client's address: the peer's, or behind a trusted proxy the one it
+    /// forwarded (see `limits::client_ip`).
+    pub client: IpAddr,
+    /// The bearer token's owner, when admission already resolved it (rate limits
+    /// on); handlers then do not resolve it again.
+    pub auth: Option<Result<(Principal, TokenHash), ApiError>>,
 }
 
 impl Request<'_> {

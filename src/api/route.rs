@@ -86,6 +86,8 @@ pub struct Plan {
     /// Whether the request is refused while the server sheds load (everything but
     /// the probes of liveness and readiness).
     pub shed: bool,
+    /// Rate-limit units the request costs; 0: never limited.
+    pub cost: u64,
 }
 
 impl Route {
@@ -107,6 +109,17 @@ impl Route {
             Route::CounterIncrement => Wait::Batch(Lane::Counter),
             Route::SampleCreate => Wait::Batch(Lane::Samples),
             _ => Wait::Nothing,
+        }
+    }
+
+    /// Rate-limit units the route costs: the probes are free and never limited;
+    /// what runs argon2 or stores a file costs more than a plain request.
+    pub fn cost(self) -> u64 {
+        match self {
+            Route::Health | Route::Ready => 0,
+            Route::AuthCreate => 10,
+            Route::AuthLogin | Route::FileUpload => 5,
+            _ => 1,
         }
     }
 

@@ -1,8 +1,9 @@
 //! [`State`]: everything handlers share, built once at start-up from the config
 //! (schema applied, pool created, data directory opened).
 
+use super::limits::Limits;
 use super::passwords::Passwords;
-use super::tokens::TokenCache;
+use super::tokens::{BadTokens, TokenCache};
 use crate::config::Config;
 use crate::store::db::{self, Db};
 use crate::store::events::Events;
@@ -16,7 +17,9 @@ pub struct State {
     pub store: Store,
     pub events: Events,
     pub tokens: TokenCache,
+    pub bad_tokens: BadTokens,
     pub passwords: Passwords,
+    pub limits: Limits,
 }
 
 impl State {
@@ -40,8 +43,10 @@ impl State {
         Ok(State {
             store,
             events: Events::default(),
-            tokens: TokenCache::new(config.token_cache_size),
+            tokens: TokenCache::new(config.token_cache_size, config.token_recheck),
+            bad_tokens: BadTokens::new(config.token_cache_size),
             passwords,
+            limits: Limits::new(config),
             db,
             config: config.clone(),
         })

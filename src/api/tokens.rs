@@ -1,37 +1,61 @@
-//! API tokens: generation, the wire form, hashing, and the bounded in-process cache.
+//! API tokens: generation, the wire form, hashing, and two bounded in-process caches.
 //!
 //! A token is 32 random bytes from the OS, shown to the client once as 64 lowercase
-//! hex digits and stored only as its SHA-256. The cache maps that hash to the owner,
-//! tier and expiry so an authenticated request costs no database round trip; logout
-//! removes the entry (revocation by another server process is seen when the entry
-//! expires from this one: entries live at most `MAX_CACHE_AGE`).
+//! hex digits and stored only as its SHA-256. [`TokenCache`] maps that hash to the
+//! owner, tier and expiry so an authenticated request costs no database round trip;
+//! logout removes the entry (revocation by another server process, or a tier
+//! changed in the database, is seen when the entry is re-checked: entries are
+//! trusted for `--token-recheck`). [`BadTokens`] remembers hashes the database did
+//! not know (unknown, expired or revoked), so a repeated bad token costs no lookup.
+//!
+//! Why the negative cache needs no expiry: tokens are made only here, from 256
+//! random bits, and a token that was unknown, expired or revoked never becomes
+//! valid again; so a remembered bad hash can be answered 401 for ever.
 
 use crate::store::hex::{decode_hex, encode_hex};
 use parking_lot::Mutex;
 use sha2::{Digest, Sha256};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
-/// How long a cached entry is trusted before the database is asked again, so a token
-/// revoked through another process stops working here within this time.
-const MAX_CACHE_AGE: Duration = Duration::from_secs(60);
-
 pub type TokenHash = [u8; 32];
+
+/// A rate-limit tier: `anonymous` for requests without a valid token (keyed by
+/// client IP), the others a column of `users` (keyed by user).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tier {
+    Anonymous,
+    Free,
+    Pro,
+    Enterprise,
+}
+
+impl Tier {
+    /// A user's tier as `users.tier` stores it (the schema allows nothing else;
+    /// an unexpected value gets the lowest user tier).
+    pub fn from_db(tier: &str) -> Tier {
+        match tier {
+            "pro" => Tier::Pro,
+            "enterprise" => Tier::Enterprise,
+            _ => Tier::Free,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Tier::Anonymous => "anonymous",
+            Tier::Free => "free",
+            Tier::Pro => "pro",
+            Tier::Enterprise => "enterprise",
+        }
+    }
+}
 
 /// Who a valid token belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Principal {
     pub user_id: i64,
-    /// The user's rate-limit tier, as stored (0 standard, 1 premium, 2 internal).
-    pub tier: u8,
-}
-
-pub fn tier_code(tier: &str) -> u8 {
-    match tier {
-        "premium" => 1,
-        "internal" => 2,
-        _ => 0,
-    }
+    pub tier: Tier,
 }
 
 /// A new token: its wire form and its hash.
@@ -70,13 +94,16 @@ struct Entry {
 pub struct TokenCache {
     map: Mutex<HashMap<TokenHash, Entry>>,
     capacity: usize,
+    /// How long an entry is trusted before the database is asked again.
+    recheck: Duration,
 }
 
 impl TokenCache {
-    pub fn new(capacity: usize) -> TokenCache {
+    pub fn new(capacity: usize, recheck: Duration) -> TokenCache {
         TokenCache {
             map: Mutex::new(HashMap::with_capacity(capacity.min(1 << 16))),
             capacity,
+            recheck,
         }
     }
 
@@ -98,7 +125,7 @@ impl TokenCache {
         let entry = Entry {
             principal,
             expires: now + ttl,
-            stale: now + MAX_CACHE_AGE,
+            stale: now + self.recheck,
         };
         let mut map = self.map.lock();
         if map.len() >= self.capacity && !map.contains_key(&hash) {
@@ -117,6 +144,36 @@ impl TokenCache {
     #[cfg(test)]
     fn len(&self) -> usize {
         self.map.lock().len()
+    }
+}
+
+/// Hashes of tokens the database does not accept, bounded in size (past it, an
+/// arbitrary one is forgotten and costs one more lookup if it comes back).
+pub struct BadTokens {
+    set: Mutex<HashSet<TokenHash>>,
+    capacity: usize,
+}
+
+impl BadTokens {
+    pub fn new(capacity: usize) -> BadTokens {
+        BadTokens {
+            set: Mutex::new(HashSet::with_capacity(capacity.min(1 << 12))),
+            capacity,
+        }
+    }
+
+    pub fn contains(&self, hash: &TokenHash) -> bool {
+        self.set.lock().contains(hash)
+    }
+
+    pub fn insert(&self, hash: TokenHash) {
+        let mut set = self.set.lock();
+        if set.len() >= self.capacity && !set.contains(&hash) {
+            if let Some(victim) = set.iter().next().copied() {
+                set.remove(&victim);
+            }
+        }
+        set.insert(hash);
     }
 }
 
@@ -140,8 +197,11 @@ mod tests {
 
     #[test]
     fn cache_is_bounded_and_forgets_removed_tokens() {
-        let c = TokenCache::new(2);
-        let p = Principal { user_id: 1, tier: 0 };
+        let c = TokenCache::new(2, Duration::from_secs(60));
+        let p = Principal {
+            user_id: 1,
+            tier: Tier::Free,
+        };
         for i in 0..5u8 {
             c.insert([i; 32], p, Duration::from_secs(60));
         }
@@ -153,8 +213,29 @@ mod tests {
 
     #[test]
     fn expired_entries_are_not_returned() {
-        let c = TokenCache::new(4);
-        c.insert([1; 32], Principal { user_id: 1, tier: 0 }, Duration::ZERO);
+        let c = TokenCache::new(4, Duration::from_secs(60));
+        let p = Principal {
+            user_id: 1,
+            tier: Tier::Pro,
+        };
+        c.insert([1; 32], p, Duration::ZERO);
         assert_eq!(c.get(&[1; 32]), None);
+        // Nor those due for a re-check.
+        let c = TokenCache::new(4, Duration::ZERO);
+        c.insert([1; 32], p, Duration::from_secs(60));
+        assert_eq!(c.get(&[1; 32]), None);
+    }
+
+    #[test]
+    fn bad_tokens_are_remembered_within_a_bound() {
+        let b = BadTokens::new(3);
+        for i in 0..10u8 {
+            b.insert([i; 32]);
+        }
+        assert_eq!(b.set.lock().len(), 3);
+        assert!(b.contains(&[9; 32]));
+        assert_eq!(Tier::from_db("pro"), Tier::Pro);
+        assert_eq!(Tier::from_db("enterprise").name(), "enterprise");
+        assert_eq!(Tier::from_db("free"), Tier::Free);
     }
 }

@@ -16,6 +16,7 @@ use super::io::Io;
 use super::registry::{Parked, Registry};
 use super::transfer::{Incoming, Outgoing};
 use crate::api::error::ApiError;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -66,17 +67,20 @@ pub(crate) struct Conn {
     pub deadline: Instant,
     /// When it last joined the task queue (its wait there feeds load shedding).
     pub queued_at: Instant,
+    /// The socket peer's address (the client's, unless it is a proxy).
+    pub peer: IpAddr,
     registry: Arc<Registry<Conn>>,
 }
 
 impl Conn {
-    pub fn new(key: usize, io: Io, registry: Arc<Registry<Conn>>, deadline: Instant) -> Conn {
+    pub fn new(key: usize, io: Io, peer: IpAddr, registry: Arc<Registry<Conn>>, deadline: Instant) -> Conn {
         Conn {
             key,
             io,
             phase: Phase::Idle,
             deadline,
             queued_at: deadline,
+            peer,
             registry,
         }
     }

@@ -13,6 +13,7 @@ use super::conn::{Conn, Grant, Phase};
 use super::shared::Shared;
 use super::transfer::{Incoming, Outgoing};
 use crate::api::error::{ApiError, Error};
+use crate::api::limits::QuotaFields;
 use crate::api::request::{Reply, Request};
 use crate::api::route::{BodyUse, Lane, Plan, Wait};
 use crate::api::{Api, Staged};
@@ -127,13 +128,33 @@ impl Dispatcher {
             let close = !head.keep_alive || self.shared.is_shutting_down();
 
             if let Some(plan) = plan.as_ref().ok().filter(|p| p.body == BodyUse::Streamed) {
-                let req = Request {
-                    head: &head,
-                    buf: rest,
-                    body: &[],
-                    committed: None,
+                // An upload is admitted once, from its head: its body is streamed,
+                // never buffered, and a refusal closes rather than skip it.
+                let started = match self.api.admit(plan, &head, rest, conn.peer, true) {
+                    Ok(admitted) => {
+                        let req = Request {
+                            head: &head,
+                            buf: rest,
+                            body: &[],
+                            committed: None,
+                            client: admitted.client,
+                            auth: admitted.auth,
+                        };
+                        self.start_upload(conn, &req, plan, close, admitted.quota)
+                    }
+                    Err(refused) => {
+                        self.count(Some(plan.kind));
+                        self.reply(
+                            Err(refused.error.into()),
+                            true,
+                            head_only,
+                            None,
+                            refused.quota.as_ref(),
+                        );
+                        return (pos, Step::Close);
+                    }
                 };
-                if let Err(e) = self.start_upload(conn, &req, plan, close) {
+                if let Err(e) = started {
                     self.fail(e, head_only);
                     return (pos, Step::Close);
                 }
@@ -168,14 +189,36 @@ impl Dispatcher {
                 buf: rest,
                 body,
                 committed: None,
+                client: conn.peer,
+                auth: None,
             };
 
             let (sent, closes) = match plan {
                 Err(e) => {
                     self.count(None);
-                    self.reply(Err(e), close, head_only, None)
+                    self.reply(Err(e), close, head_only, None, None)
                 }
-                Ok(plan) => {
+                Ok(plan) => 'planned: {
+                    // Admission (rate limits) before anything is done for the
+                    // request; one that waited was admitted and charged before.
+                    let quota = match self.api.admit(&plan, &head, rest, conn.peer, !waited) {
+                        Ok(admitted) => {
+                            req.client = admitted.client;
+                            req.auth = admitted.auth;
+                            admitted.quota
+                        }
+                        Err(refused) => {
+                            self.count(Some(plan.kind));
+                            break 'planned self.reply(
+                                Err(refused.error.into()),
+                                close,
+                                head_only,
+                                None,
+                                refused.quota.as_ref(),
+                            );
+                        }
+                    };
+                    let quota = quota.as_ref();
                     // A request that must wait stays buffered: for a hashing permit,
                     // or for the group commit it is staged for. Only a request that
                     // waits can have been granted anything.
@@ -212,9 +255,9 @@ impl Dispatcher {
                     let replied = match refused {
                         Some(e) => {
                             self.count(Some(plan.kind));
-                            self.reply(Err(e), close, head_only, None)
+                            self.reply(Err(e), close, head_only, None, quota)
                         }
-                        None => self.answer(&plan, &req, close, head_only),
+                        None => self.answer(&plan, &req, close, head_only, quota),
                     };
                     // Dropping the permit releases it (possibly to a waiting connection).
                     drop(permit);
@@ -255,6 +298,7 @@ impl Dispatcher {
         req: &Request<'_>,
         close: bool,
         head_only: bool,
+        quota: Option<&QuotaFields>,
     ) -> (Option<Outgoing>, bool) {
         self.count(Some(plan.kind));
         self.body.clear();
@@ -265,17 +309,19 @@ impl Dispatcher {
             .accept_encoding
             .filter(|_| worth_compressing(self.shared.config.compress_min_bytes, self.body.len()))
             .map(|a| a.str(req.buf));
-        self.reply(result, close, head_only, accept_encoding)
+        self.reply(result, close, head_only, accept_encoding, quota)
     }
 
     /// Encodes a handler's result into the batch: the file to stream after the head,
-    /// if any, and whether the connection closes after this response.
+    /// if any, and whether the connection closes after this response. `quota`:
+    /// the rate-limit fields of a limited route.
     fn reply(
         &mut self,
         result: Result<Reply, Error>,
         close: bool,
         head_only: bool,
         accept_encoding: Option<&str>,
+        quota: Option<&QuotaFields>,
     ) -> (Option<Outgoing>, bool) {
         let min = self.shared.config.compress_min_bytes;
         let date = self.date.now();
@@ -285,6 +331,7 @@ impl Dispatcher {
             Ok(reply)
                 if reply.header.is_none()
                     && reply.file.is_none()
+                    && quota.is_none()
                     && !worth_compressing(min, self.body.len()) =>
             {
                 let head = ResponseHead {
@@ -297,10 +344,14 @@ impl Dispatcher {
                 (None, close)
             }
             Ok(reply) => {
-                let mut extra = [("", ""); 3];
+                let mut extra = [("", ""); 5];
                 let mut n = 0;
                 if let Some((name, value)) = &reply.header {
                     extra[n] = (*name, value.as_str());
+                    n += 1;
+                }
+                for field in quota.iter().flat_map(|q| q.fields()) {
+                    extra[n] = field;
                     n += 1;
                 }
                 // A JSON body big enough to be worth it varies with Accept-Encoding,
@@ -344,8 +395,18 @@ impl Dispatcher {
             }
             Err(e) => {
                 log_failure(&e);
+                if let Error::Api(ApiError::RateLimited(_)) = e {
+                    self.shared.stats.limited.fetch_add(1, Relaxed);
+                }
                 let close = close || e.closes_connection();
-                e.encode(&mut self.out, date, close, head_only);
+                let fields = quota.map(QuotaFields::fields);
+                e.encode_with(
+                    &mut self.out,
+                    date,
+                    close,
+                    head_only,
+                    fields.as_ref().map_or(&[], |f| &f[..]),
+                );
                 (None, close)
             }
         }
@@ -358,11 +419,12 @@ impl Dispatcher {
         req: &Request<'_>,
         plan: &Plan,
         close: bool,
+        quota: Option<QuotaFields>,
     ) -> Result<(), Error> {
         self.count(Some(plan.kind));
         let body = self.api.admit_upload(req)?;
         let decoder = Decoder::new(req.head.framing, plan.body_limit);
-        let incoming = Incoming::new(body, decoder, close, req.head.expect_continue);
+        let incoming = Incoming::new(body, decoder, close, req.head.expect_continue, quota);
         conn.phase = Phase::Uploading(Box::new(incoming));
         Ok(())
     }
@@ -390,7 +452,7 @@ impl Dispatcher {
                 let close = incoming.close;
                 self.body.clear();
                 let result = self.api.finish_upload(incoming.body, &mut self.body);
-                let (_, closes) = self.reply(result, close, false, None);
+                let (_, closes) = self.reply(result, close, false, None, incoming.quota.as_ref());
                 (used, if closes { Step::Close } else { Step::NeedMore })
             }
             Err(e) => {

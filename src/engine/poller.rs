@@ -152,7 +152,7 @@ fn accept_all(
     let cfg = &shared.config;
     loop {
         match listener.accept() {
-            Ok((sock, _)) => {
+            Ok((sock, peer)) => {
                 if sock.set_nonblocking(true).is_err() {
                     continue;
                 }
@@ -160,7 +160,13 @@ fn accept_all(
                 let deadline = Instant::now() + cfg.header_timeout;
                 let registry = &shared.registry;
                 let made = registry.register(sock, |key, sock| {
-                    Box::new(Conn::new(key, Io::new(sock), Arc::clone(registry), deadline))
+                    Box::new(Conn::new(
+                        key,
+                        Io::new(sock),
+                        peer.ip(),
+                        Arc::clone(registry),
+                        deadline,
+                    ))
                 });
                 if let Err(sock) = made {
                     shared.stats.rejected.fetch_add(1, Ordering::Relaxed);

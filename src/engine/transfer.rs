@@ -9,6 +9,7 @@
 
 use super::io::write_some;
 use crate::api::error::Error;
+use crate::api::limits::QuotaFields;
 use crate::api::UploadBody;
 use crate::http::body::Decoder;
 use std::fs::File;
@@ -26,16 +27,25 @@ pub(crate) struct Incoming {
     pub expect_continue: bool,
     /// Whether `100 Continue` went out.
     pub continue_sent: bool,
+    /// The rate-limit fields its response carries, from its admission.
+    pub quota: Option<QuotaFields>,
 }
 
 impl Incoming {
-    pub fn new(body: UploadBody, decoder: Decoder, close: bool, expect_continue: bool) -> Incoming {
+    pub fn new(
+        body: UploadBody,
+        decoder: Decoder,
+        close: bool,
+        expect_continue: bool,
+        quota: Option<QuotaFields>,
+    ) -> Incoming {
         Incoming {
             body,
             decoder,
             close,
             expect_continue,
             continue_sent: false,
+            quota,
         }
     }
 

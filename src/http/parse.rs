@@ -107,6 +107,21 @@ pub struct Head {
     pub authorization: Option<Span>,
     pub if_none_match: Option<Span>,
     pub accept_encoding: Option<Span>,
+    /// The last `FORWARDED_FIELDS` X-Forwarded-For fields, in order (most requests
+    /// have none; a proxy appends either to the last field or as a new one).
+    pub forwarded_for: [Span; FORWARDED_FIELDS],
+    pub forwarded_count: u8,
+}
+
+/// X-Forwarded-For fields a head keeps: the right-most ones, which the trusted
+/// proxies wrote.
+pub const FORWARDED_FIELDS: usize = 4;
+
+impl Head {
+    /// The X-Forwarded-For fields kept, in order.
+    pub fn forwarded_for(&self) -> &[Span] {
+        &self.forwarded_for[..usize::from(self.forwarded_count)]
+    }
 }
 
 /// Parses one request head at the start of `buf`.
@@ -174,6 +189,8 @@ pub fn parse_head(buf: &[u8], limits: &Limits) -> Result<Option<Head>, HttpError
         authorization: None,
         if_none_match: None,
         accept_encoding: None,
+        forwarded_for: [Span::default(); FORWARDED_FIELDS],
+        forwarded_count: 0,
     };
 
     let mut content_length: Option<u64> = None;
@@ -232,6 +249,16 @@ pub fn parse_head(buf: &[u8], limits: &Limits) -> Result<Option<Head>, HttpError
             head.if_none_match = Some(Span::within(buf, trim(value)));
         } else if name.eq_ignore_ascii_case("accept-encoding") {
             head.accept_encoding = Some(Span::within(buf, trim(value)));
+        } else if name.eq_ignore_ascii_case("x-forwarded-for") {
+            let span = Span::within(buf, trim(value));
+            let n = usize::from(head.forwarded_count);
+            if n < FORWARDED_FIELDS {
+                head.forwarded_for[n] = span;
+                head.forwarded_count += 1;
+            } else {
+                head.forwarded_for.rotate_left(1);
+                head.forwarded_for[FORWARDED_FIELDS - 1] = span;
+            }
         }
     }
 
@@ -345,6 +372,27 @@ mod tests {
         assert_eq!(h.framing, Framing::None);
         assert!(h.keep_alive);
         assert_eq!(h.len, req.len());
+    }
+
+    #[test]
+    fn the_last_forwarded_for_fields_are_kept_in_order() {
+        let mut req = String::from("GET / HTTP/1.1\r\n");
+        for i in 0..6 {
+            req.push_str(&format!("X-Forwarded-For: 10.0.0.{i}, 10.1.0.{i}\r\n"));
+        }
+        req.push_str("\r\n");
+        let h = head(&req);
+        let kept: Vec<&[u8]> = h.forwarded_for().iter().map(|s| s.of(req.as_bytes())).collect();
+        assert_eq!(
+            kept,
+            [
+                &b"10.0.0.2, 10.1.0.2"[..],
+                b"10.0.0.3, 10.1.0.3",
+                b"10.0.0.4, 10.1.0.4",
+                b"10.0.0.5, 10.1.0.5"
+            ]
+        );
+        assert!(head("GET / HTTP/1.1\r\n\r\n").forwarded_for().is_empty());
     }
 
     #[test]

@@ -41,6 +41,8 @@ pub struct Stats {
     pub timeouts: AtomicU64,
     /// Requests refused while shedding load.
     pub shed: AtomicU64,
+    /// Requests refused 429 (rate limits, failed-login limits).
+    pub limited: AtomicU64,
     /// Panics caught while serving a connection; each cost that connection only.
     pub panics: AtomicU64,
     /// Requests dropped unserved because their client had gone while they waited

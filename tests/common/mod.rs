@@ -104,11 +104,15 @@ pub struct Server {
 }
 
 /// Settings every test server gets through the environment twins of the flags, so
-/// a test's own flags override them: a free port, cheap password hashing.
+/// a test's own flags override them: a free port, cheap password hashing, and no
+/// rate limits (most tests send far more from one address than the anonymous tier
+/// allows; `tests/limits.rs` turns them on with flags).
 const BASE_ENV: &[(&str, &str)] = &[
     ("PORT", "0"),
     ("ARGON2_MEMORY_KIB", "8"),
     ("ARGON2_ITERATIONS", "1"),
+    ("RATE_LIMITS", "off"),
+    ("LOGIN_LIMITS", "off"),
 ];
 
 impl Server {

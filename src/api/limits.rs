@@ -1,0 +1,365 @@
+//! Rate-limit policy: who the client is, the bucket and tier a request is charged
+//! to, the `RateLimit-Policy`/`RateLimit` fields of its response, and the separate
+//! limits on failed logins. The buckets themselves are `traffic::limit` (GCRA);
+//! this module decides what goes into them, and `admission` when.
+//!
+//! A user's requests are charged to the user, in a bucket per tier (so a changed
+//! tier starts from a full bucket); requests without a valid token to the client
+//! IP at the anonymous tier.
+//!
+//! The client IP is the socket peer's, unless the peer is a trusted proxy: then it
+//! is the right-most X-Forwarded-For address that is not a trusted proxy, the
+//! first one a client could not have written itself. IPv6 clients are keyed by
+//! their /64, the block one host usually holds.
+
+use super::error::ApiError;
+use super::tokens::{Principal, Tier};
+use crate::config::{Cidr, Config, RateSpec};
+use crate::http::parse::Head;
+use crate::traffic::limit::{Limiter, Rate, Verdict};
+use std::hash::{BuildHasher, RandomState};
+use std::net::IpAddr;
+
+/// The limiters and their settings.
+pub struct Limits {
+    /// Per tier (indexed by [`Tier`]); `None`: rate limiting is off.
+    tiers: Option<[Rate; 4]>,
+    by_ip: Limiter,
+    by_user: Limiter,
+    login_by_name: Option<(Rate, Limiter)>,
+    login_by_ip: Option<(Rate, Limiter)>,
+    trusted: Vec<Cidr>,
+    /// Keys usernames for the failed-login table (keyed, so names cannot be chosen
+    /// to collide).
+    names: RandomState,
+}
+
+/// A refused request: its error (429, or 503 when the token could not be looked
+/// up) and the rate-limit fields its response still carries. Boxed where it is
+/// returned: refusals are the rare path, and the fields are large.
+pub struct Refused {
+    pub error: ApiError,
+    pub quota: Option<QuotaFields>,
+}
+
+fn rate(spec: RateSpec) -> Rate {
+    Rate::new(spec.quota, spec.window)
+}
+
+fn tier_index(tier: Tier) -> usize {
+    match tier {
+        Tier::Anonymous => 0,
+        Tier::Free => 1,
+        Tier::Pro => 2,
+        Tier::Enterprise => 3,
+    }
+}
+
+/// The bucket key of a client IP: IPv4 as is, IPv6 by its /64 (an IPv4-mapped
+/// address counts as IPv4).
+fn ip_key(ip: IpAddr) -> u64 {
+    match ip.to_canonical() {
+        IpAddr::V4(v4) => u64::from(u32::from(v4)),
+        IpAddr::V6(v6) => (u128::from(v6) >> 64) as u64,
+    }
+}
+
+impl Limits {
+    pub fn new(config: &Config) -> Limits {
+        let keys = config.rate_limit_keys;
+        let login = |spec: Option<RateSpec>| spec.map(|s| (rate(s), Limiter::new(keys)));
+        let logins = config.login_limits;
+        Limits {
+            tiers: config
+                .rate_limits
+                .map(|t| [rate(t.anonymous), rate(t.free), rate(t.pro), rate(t.enterprise)]),
+            by_ip: Limiter::new(keys),
+            by_user: Limiter::new(keys),
+            login_by_name: login(logins.and_then(|l| l.per_username)),
+            login_by_ip: login(logins.and_then(|l| l.per_ip)),
+            trusted: config.trusted_proxies.clone(),
+            names: RandomState::new(),
+        }
+    }
+
+    fn trusts(&self, ip: IpAddr) -> bool {
+        self.trusted.iter().any(|c| c.contains(ip))
+    }
+
+    /// The client's address: the peer, or behind trusted proxies the right-most
+    /// forwarded address they did not write themselves. A malformed entry there
+    /// (no trusted proxy writes one) leaves the last trusted hop as the client.
+    pub fn client_ip(&self, peer: IpAddr, head: &Head, buf: &[u8]) -> IpAddr {
+        if !self.trusts(peer) {
+            return peer;
+        }
+        let mut client = peer;
+        for field in head.forwarded_for().iter().rev() {
+            for entry in field.str(buf).rsplit(',') {
+                match entry.trim().parse::<IpAddr>() {
+                    Ok(ip) if self.trusts(ip) => client = ip,
+                    Ok(ip) => return ip,
+                    Err(_) => return client,
+                }
+            }
+        }
+        client
+    }
+
+    /// Whether requests are rate-limited at all.
+    pub fn enabled(&self) -> bool {
+        self.tiers.is_some()
+    }
+
+    /// Refuses (429) a request of `cost` from `client` when its anonymous bucket
+    /// could not pay for it, without charging anything.
+    pub fn afford_anonymous(&self, client: IpAddr, cost: u64) -> Result<(), Box<Refused>> {
+        let Some(tiers) = &self.tiers else {
+            return Ok(());
+        };
+        let rate = &tiers[tier_index(Tier::Anonymous)];
+        let v = self.by_ip.peek(ip_key(client), rate, cost, self.by_ip.now());
+        if v.allowed {
+            return Ok(());
+        }
+        Err(Box::new(Refused {
+            error: ApiError::RateLimited(v.retry_after_secs),
+            quota: Some(QuotaFields::new(Tier::Anonymous, rate, &v)),
+        }))
+    }
+
+    /// Charges `cost` to the user (`who`) or else to the client IP; `charge`
+    /// false only reports the quota (for a request charged before it waited).
+    /// The fields for the response, or the refusal (429).
+    pub fn charge(
+        &self,
+        who: Option<&Principal>,
+        client: IpAddr,
+        cost: u64,
+        charge: bool,
+    ) -> Result<Option<QuotaFields>, Box<Refused>> {
+        let Some(tiers) = &self.tiers else {
+            return Ok(None);
+        };
+        let (tier, limiter, key) = match who {
+            Some(p) => (
+                p.tier,
+                &self.by_user,
+                (p.user_id as u64) << 2 | tier_index(p.tier) as u64,
+            ),
+            None => (Tier::Anonymous, &self.by_ip, ip_key(client)),
+        };
+        let rate = &tiers[tier_index(tier)];
+        let now = limiter.now();
+        let verdict = if charge {
+            limiter.check(key, rate, cost, now)
+        } else {
+            Verdict {
+                allowed: true,
+                ..limiter.peek(key, rate, 0, now)
+            }
+        };
+        let quota = QuotaFields::new(tier, rate, &verdict);
+        if verdict.allowed {
+            Ok(Some(quota))
+        } else {
+            Err(Box::new(Refused {
+                error: ApiError::RateLimited(verdict.retry_after_secs),
+                quota: Some(quota),
+            }))
+        }
+    }
+
+    /// Refuses a login (429) when the username or the client IP has used up its
+    /// failed logins; says nothing about whether the user exists.
+    pub fn login_allowed(&self, username: &str, client: IpAddr) -> Result<(), ApiError> {
+        let name = self.names.hash_one(username);
+        for (table, key) in [(&self.login_by_name, name), (&self.login_by_ip, ip_key(client))] {
+            if let Some((rate, limiter)) = table {
+                let v = limiter.peek(key, rate, 1, limiter.now());
+                if !v.allowed {
+                    return Err(ApiError::RateLimited(v.retry_after_secs));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Counts a failed login against the username and the client IP.
+    pub fn login_failed(&self, username: &str, client: IpAddr) {
+        let name = self.names.hash_one(username);
+        for (table, key) in [(&self.login_by_name, name), (&self.login_by_ip, ip_key(client))] {
+            if let Some((rate, limiter)) = table {
+                limiter.check(key, rate, 1, limiter.now());
+            }
+        }
+    }
+}
+
+/// `RateLimit-Policy` and `RateLimit` (draft-ietf-httpapi-ratelimit-headers,
+/// structured fields), formatted on the stack: `"free";q=1000;w=60` and
+/// `"free";r=998;t=1`.
+pub struct QuotaFields {
+    policy: Text,
+    state: Text,
+}
+
+impl QuotaFields {
+    fn new(tier: Tier, rate: &Rate, v: &Verdict) -> QuotaFields {
+        let mut policy = Text::default();
+        policy.quoted(tier.name());
+        policy.param("q", rate.quota);
+        policy.param("w", rate.window_secs);
+        let mut state = Text::default();
+        state.quoted(tier.name());
+        state.param("r", v.remaining);
+        state.param("t", v.reset_secs);
+        QuotaFields { policy, state }
+    }
+
+    /// The two header fields, name and value.
+    pub fn fields(&self) -> [(&'static str, &str); 2] {
+        [
+            ("RateLimit-Policy", self.policy.as_str()),
+            ("RateLimit", self.state.as_str()),
+        ]
+    }
+}
+
+/// A short ASCII string on the stack: a tier name and two numbers fit.
+struct Text {
+    bytes: [u8; 64],
+    len: usize,
+}
+
+impl Default for Text {
+    fn default() -> Text {
+        Text {
+            bytes: [0; 64],
+            len: 0,
+        }
+    }
+}
+
+impl Text {
+    fn push(&mut self, s: &str) {
+        let end = (self.len + s.len()).min(self.bytes.len());
+        self.bytes[self.len..end].copy_from_slice(&s.as_bytes()[..end - self.len]);
+        self.len = end;
+    }
+
+    fn quoted(&mut self, s: &str) {
+        self.push("\"");
+        self.push(s);
+        self.push("\"");
+    }
+
+    fn param(&mut self, name: &str, value: u64) {
+        self.push(";");
+        self.push(name);
+        self.push("=");
+        self.push(itoa::Buffer::new().format(value));
+    }
+
+    fn as_str(&self) -> &str {
+        // Only ASCII is ever pushed, and whole.
+        std::str::from_utf8(&self.bytes[..self.len]).unwrap_or("")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::parse::{parse_head, Limits as HeadLimits};
+
+    fn limits(trusted: &str) -> Limits {
+        Limits::new(&Config::for_tests(&["--trusted-proxies", trusted]))
+    }
+
+    fn client(l: &Limits, peer: &str, req: &str) -> String {
+        let head = parse_head(
+            req.as_bytes(),
+            &HeadLimits {
+                max_head_bytes: 8192,
+                max_headers: 64,
+            },
+        )
+        .expect("valid")
+        .expect("complete");
+        l.client_ip(peer.parse().expect("ip"), &head, req.as_bytes())
+            .to_string()
+    }
+
+    #[test]
+    fn forwarded_for_counts_only_from_trusted_proxies() {
+        let xff = "GET / HTTP/1.1\r\nX-Forwarded-For: 6.6.6.6, 1.2.3.4\r\n\r\n";
+        // Nobody trusted: the peer, whatever the header says.
+        assert_eq!(client(&limits(""), "9.9.9.9", xff), "9.9.9.9");
+        let l = limits("10.0.0.0/8,127.0.0.1");
+        // A trusted peer: the right-most address it did not write itself.
+        assert_eq!(client(&l, "127.0.0.1", xff), "1.2.3.4");
+        // An untrusted peer's header is ignored.
+        assert_eq!(client(&l, "8.8.8.8", xff), "8.8.8.8");
+        // Trusted hops are skipped, across fields, right to left.
+        let chain =
+            "GET / HTTP/1.1\r\nX-Forwarded-For: 6.6.6.6\r\nX-Forwarded-For: 1.2.3.4, 10.0.0.7\r\n\r\n";
+        assert_eq!(client(&l, "10.1.1.1", chain), "1.2.3.4");
+        let split = "GET / HTTP/1.1\r\nX-Forwarded-For: 5.5.5.5\r\nX-Forwarded-For: 10.0.0.7\r\n\r\n";
+        assert_eq!(client(&l, "10.1.1.1", split), "5.5.5.5");
+        // Only trusted addresses: the left-most of them; no header: the peer.
+        let inside = "GET / HTTP/1.1\r\nX-Forwarded-For: 10.0.0.7, 10.0.0.8\r\n\r\n";
+        assert_eq!(client(&l, "127.0.0.1", inside), "10.0.0.7");
+        assert_eq!(client(&l, "127.0.0.1", "GET / HTTP/1.1\r\n\r\n"), "127.0.0.1");
+        // Garbage where a proxy would have written an address: the last trusted hop.
+        let junk = "GET / HTTP/1.1\r\nX-Forwarded-For: 1.2.3.4, junk, 10.0.0.9\r\n\r\n";
+        assert_eq!(client(&l, "127.0.0.1", junk), "10.0.0.9");
+    }
+
+    #[test]
+    fn ipv6_clients_share_their_64_and_mapped_ipv4_is_ipv4() {
+        let a: IpAddr = "2001:db8:1:2::1".parse().expect("ip");
+        let b: IpAddr = "2001:db8:1:2:ffff::9".parse().expect("ip");
+        let c: IpAddr = "2001:db8:1:3::1".parse().expect("ip");
+        assert_eq!(ip_key(a), ip_key(b));
+        assert_ne!(ip_key(a), ip_key(c));
+        let v4: IpAddr = "1.2.3.4".parse().expect("ip");
+        let mapped: IpAddr = "::ffff:1.2.3.4".parse().expect("ip");
+        assert_eq!(ip_key(v4), ip_key(mapped));
+    }
+
+    #[test]
+    fn quota_fields_are_structured_fields() {
+        let r = Rate::new(1000, std::time::Duration::from_secs(60));
+        let v = Verdict {
+            allowed: true,
+            remaining: 998,
+            reset_secs: 1,
+            retry_after_secs: 0,
+        };
+        let q = QuotaFields::new(Tier::Free, &r, &v);
+        assert_eq!(
+            q.fields(),
+            [
+                ("RateLimit-Policy", "\"free\";q=1000;w=60"),
+                ("RateLimit", "\"free\";r=998;t=1")
+            ]
+        );
+    }
+
+    #[test]
+    fn failed_logins_are_limited_per_name_and_per_ip() {
+        let l = Limits::new(&Config::for_tests(&["--login-limits", "username=2/m,ip=3/m"]));
+        let ip: IpAddr = "1.1.1.1".parse().expect("ip");
+        let other: IpAddr = "2.2.2.2".parse().expect("ip");
+        for _ in 0..2 {
+            assert!(l.login_allowed("alice", ip).is_ok());
+            l.login_failed("alice", ip);
+        }
+        assert!(matches!(l.login_allowed("alice", other), Err(ApiError::RateLimited(s)) if s >= 1));
+        assert!(l.login_allowed("bob", ip).is_ok());
+        l.login_failed("bob", ip);
+        // The IP has now failed three times, whatever the names.
+        assert!(l.login_allowed("carol", ip).is_err());
+        assert!(l.login_allowed("carol", other).is_ok());
+    }
+}
