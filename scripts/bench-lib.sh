@@ -6,6 +6,10 @@ DURATION=${DURATION:-10s}
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 RESULTS=${RESULTS:-$ROOT/bench-results}
 mkdir -p "$RESULTS"
+# Benchmarks measure the server's work from one client address, far past the
+# anonymous tier's quota: rate limiting is off unless a script turns it on
+# (bench-limits.sh measures what it costs).
+export RATE_LIMITS=${RATE_LIMITS:-off} LOGIN_LIMITS=${LOGIN_LIMITS:-off}
 
 need() { # need COMMAND PACKAGE: install the Debian package when the command is missing
     if ! command -v "$1" >/dev/null 2>&1; then

@@ -12,8 +12,8 @@
 //! `engine/` (threads, sockets, connections) uses `http/` (bytes ↔ heads and
 //! responses) and calls `api/` (routes, policy, handlers, the error → status map)
 //! through `api::Api`; `api/` uses `store/` (PostgreSQL, files, the 1MRC aggregate)
-//! and `obs/` (counters, the status line); `store/` and `engine/` use `traffic/`
-//! (the circuit breaker, the load shedder). `http/`, `obs/` and `traffic/` import
+//! and `obs/` (counters, the status line); `store/`, `api/` and `engine/` use
+//! `traffic/` (the circuit breaker, the rate limiter, the load shedder). `http/`, `obs/` and `traffic/` import
 //! nothing of the crate. See ARCHITECTURE.md for the map and the invariants.
 
 pub(crate) mod api;

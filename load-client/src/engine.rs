@@ -46,6 +46,10 @@ pub struct Plan {
     pub seed: u64,
     /// For the 1mrc scenario: events follow their global sequence number.
     pub sequential_events: Option<u64>,
+    /// Spread the sockets over this many loopback source addresses (127.0.0.2 up),
+    /// so a server that limits per client IP sees that many clients; 0: the
+    /// kernel's choice.
+    pub source_ips: usize,
 }
 
 /// Counters the progress display reads while the run goes on.
@@ -79,6 +83,8 @@ struct Sock {
 }
 
 struct Thread<'a> {
+    /// This thread's index (0-based).
+    id: usize,
     plan: &'a Plan,
     target: &'a Target,
     live: &'a Live,
@@ -132,6 +138,7 @@ fn thread_main(
 ) -> Result<Outcome, String> {
     let poller = Poller::new().map_err(|e| format!("poller: {e}"))?;
     let mut t = Thread {
+        id,
         plan,
         target,
         live,
@@ -281,8 +288,17 @@ impl Thread<'_> {
     }
 
     fn connect(&self, s: &mut Sock, key: usize) -> Result<(), String> {
-        let stream =
-            TcpStream::connect(self.target.addr).map_err(|e| format!("connect {}: {e}", self.target.addr))?;
+        let addr = self.target.addr;
+        let stream = match self.plan.source_ips {
+            0 => TcpStream::connect(addr),
+            n => {
+                // 127.0.0.2 onwards: every 127/8 address is this host's loopback.
+                let index = (self.id * self.plan.sockets_per_thread + key) % n;
+                let source = std::net::Ipv4Addr::from(0x7f00_0002u32 + index as u32);
+                connect_from(source.into(), addr)
+            }
+        }
+        .map_err(|e| format!("connect {addr}: {e}"))?;
         stream.set_nodelay(true).map_err(|e| e.to_string())?;
         stream.set_nonblocking(true).map_err(|e| e.to_string())?;
         // SAFETY: `close` deletes the stream from the poller before dropping it, and
@@ -440,4 +456,12 @@ impl Thread<'_> {
         }
         self.per_second[sec] += 1;
     }
+}
+/// A connection to `to` from the local address `from` (any port).
+fn connect_from(from: std::net::IpAddr, to: std::net::SocketAddr) -> std::io::Result<TcpStream> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(to), Type::STREAM, Some(Protocol::TCP))?;
+    socket.bind(&std::net::SocketAddr::new(from, 0).into())?;
+    socket.connect(&to.into())?;
+    Ok(socket.into())
 }

@@ -66,6 +66,10 @@ struct Args {
     /// No live progress.
     #[arg(long)]
     quiet: bool,
+    /// Connect from this many loopback addresses (127.0.0.2 up), so a server that
+    /// rate-limits per client IP sees that many clients (local targets only).
+    #[arg(long, default_value_t = 0)]
+    source_ips: usize,
 }
 
 fn main() -> ExitCode {
@@ -139,6 +143,7 @@ fn run(a: Args) -> Result<bool, String> {
         mix,
         seed: a.seed,
         sequential_events: sequential,
+        source_ips: a.source_ips,
     };
     let live = Live::default();
     let json_to_stdout = a.json.as_deref() == Some("-");
@@ -213,6 +218,19 @@ fn run(a: Args) -> Result<bool, String> {
     }
     for p in &problems {
         text.push_str(&format!("\nCHECK FAILED: {p}"));
+    }
+    let limited: u64 = outcome
+        .stats
+        .values()
+        .flat_map(|s| &s.errors)
+        .filter(|(reason, _)| reason.starts_with("status 429"))
+        .map(|(_, n)| n)
+        .sum();
+    if limited > 0 {
+        text.push_str(&format!(
+            "\n{limited} requests were rate-limited (429): a load test wants the server started with \
+`--rate-limits off` (or limits sized for it, with --source-ips for per-IP keys)"
+        ));
     }
     if a.scenario.is_some() && problems.is_empty() {
         text.push_str(&format!(

@@ -14,7 +14,7 @@
 
 use super::auth::{self, Known};
 use super::error::ApiError;
-use super::limits::{QuotaFields, Refused};
+use super::limits::QuotaFields;
 use super::route::Plan;
 use super::state::State;
 use super::tokens::{self, Principal, TokenHash};
@@ -26,13 +26,13 @@ pub struct Admitted {
     pub client: IpAddr,
     /// The token's owner (or 401), when admission had to resolve it.
     pub auth: Option<Result<(Principal, TokenHash), ApiError>>,
-    /// The rate-limit fields of the response; `None` for a route never limited.
-    pub quota: Option<QuotaFields>,
 }
 
 /// Admits a request: resolves its client and, with rate limits on, its token, and
 /// charges its route's cost (`charge` false: the request was admitted and charged
-/// before it waited; it is only told its quota).
+/// before it waited; it is only told its quota). `quota` gets the rate-limit
+/// fields of the response (left empty for a route that is not limited); a
+/// refusal is 429, or 503 when a token could not be looked up.
 pub fn admit(
     st: &State,
     plan: &Plan,
@@ -40,14 +40,12 @@ pub fn admit(
     buf: &[u8],
     peer: IpAddr,
     charge: bool,
-) -> Result<Admitted, Box<Refused>> {
+    quota: &mut QuotaFields,
+) -> Result<Admitted, ApiError> {
+    quota.clear();
     let limits = &st.limits;
     let client = limits.client_ip(peer, head, buf);
-    let unlimited = Admitted {
-        client,
-        auth: None,
-        quota: None,
-    };
+    let unlimited = Admitted { client, auth: None };
     if !limits.enabled() || plan.cost == 0 {
         return Ok(unlimited);
     }
@@ -64,16 +62,16 @@ pub fn admit(
             // resolves the token if it needs it.
             Known::Unknown if !charge => return Ok(unlimited),
             Known::Unknown => {
-                limits.afford_anonymous(client, plan.cost)?;
+                limits.afford_anonymous(client, plan.cost, quota)?;
                 match auth::lookup(st, &hash) {
                     Ok(p) => Ok((p, hash)),
                     Err(ApiError::Unauthorized) => Err(ApiError::Unauthorized),
-                    Err(error) => return Err(Box::new(Refused { error, quota: None })),
+                    Err(error) => return Err(error),
                 }
             }
         }),
     };
     let who = auth.as_ref().and_then(|a| a.as_ref().ok()).map(|(p, _)| p);
-    let quota = limits.charge(who, client, plan.cost, charge)?;
-    Ok(Admitted { client, auth, quota })
+    limits.charge(who, client, plan.cost, charge, quota)?;
+    Ok(Admitted { client, auth })
 }

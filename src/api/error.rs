@@ -187,21 +187,15 @@ impl Error {
 impl Error {
     /// Appends the whole error response to `out`.
     pub fn encode(&self, out: &mut Vec<u8>, date: &[u8], close: bool, head_only: bool) {
-        self.encode_with(out, date, close, head_only, &[]);
+        self.encode_with(out, date, close, head_only, b"");
     }
 
-    /// Appends the whole error response to `out`, with further header fields.
-    pub fn encode_with(
-        &self,
-        out: &mut Vec<u8>,
-        date: &[u8],
-        close: bool,
-        head_only: bool,
-        more: &[(&str, &str)],
-    ) {
+    /// Appends the whole error response to `out`, with further header lines (each
+    /// starting with CRLF).
+    pub fn encode_with(&self, out: &mut Vec<u8>, date: &[u8], close: bool, head_only: bool, lines: &[u8]) {
         let mut body = Vec::new();
         self.write_body(&mut body);
-        let mut fields = [("", ""); 4];
+        let mut fields = [("", ""); 2];
         let mut n = 0;
         let mut secs = itoa::Buffer::new();
         if let Some(h) = self.header() {
@@ -212,14 +206,11 @@ impl Error {
             fields[n] = ("Retry-After", secs.format(*after));
             n += 1;
         }
-        for &field in more.iter().take(fields.len() - n) {
-            fields[n] = field;
-            n += 1;
-        }
         let head = ResponseHead {
             status: self.status(),
             content_type: Some("application/json"),
             headers: &fields[..n],
+            lines,
             close: close || self.closes_connection(),
         };
         encode(out, date, &head, &body, head_only);

@@ -24,6 +24,8 @@ use std::net::IpAddr;
 pub struct Limits {
     /// Per tier (indexed by [`Tier`]); `None`: rate limiting is off.
     tiers: Option<[Rate; 4]>,
+    /// Each tier's `RateLimit-Policy` line, which never changes.
+    policies: [Vec<u8>; 4],
     by_ip: Limiter,
     by_user: Limiter,
     login_by_name: Option<(Rate, Limiter)>,
@@ -32,14 +34,6 @@ pub struct Limits {
     /// Keys usernames for the failed-login table (keyed, so names cannot be chosen
     /// to collide).
     names: RandomState,
-}
-
-/// A refused request: its error (429, or 503 when the token could not be looked
-/// up) and the rate-limit fields its response still carries. Boxed where it is
-/// returned: refusals are the rare path, and the fields are large.
-pub struct Refused {
-    pub error: ApiError,
-    pub quota: Option<QuotaFields>,
 }
 
 fn rate(spec: RateSpec) -> Rate {
@@ -69,10 +63,16 @@ impl Limits {
         let keys = config.rate_limit_keys;
         let login = |spec: Option<RateSpec>| spec.map(|s| (rate(s), Limiter::new(keys)));
         let logins = config.login_limits;
+        let tiers = config
+            .rate_limits
+            .map(|t| [rate(t.anonymous), rate(t.free), rate(t.pro), rate(t.enterprise)]);
+        let policy = |tier: Tier| match &tiers {
+            Some(t) => policy_line(tier, &t[tier_index(tier)]),
+            None => Vec::new(),
+        };
         Limits {
-            tiers: config
-                .rate_limits
-                .map(|t| [rate(t.anonymous), rate(t.free), rate(t.pro), rate(t.enterprise)]),
+            policies: [Tier::Anonymous, Tier::Free, Tier::Pro, Tier::Enterprise].map(policy),
+            tiers,
             by_ip: Limiter::new(keys),
             by_user: Limiter::new(keys),
             login_by_name: login(logins.and_then(|l| l.per_username)),
@@ -112,34 +112,39 @@ impl Limits {
     }
 
     /// Refuses (429) a request of `cost` from `client` when its anonymous bucket
-    /// could not pay for it, without charging anything.
-    pub fn afford_anonymous(&self, client: IpAddr, cost: u64) -> Result<(), Box<Refused>> {
+    /// could not pay for it, without charging anything; `quota` gets the fields
+    /// of the refusal.
+    pub fn afford_anonymous(
+        &self,
+        client: IpAddr,
+        cost: u64,
+        quota: &mut QuotaFields,
+    ) -> Result<(), ApiError> {
         let Some(tiers) = &self.tiers else {
             return Ok(());
         };
-        let rate = &tiers[tier_index(Tier::Anonymous)];
-        let v = self.by_ip.peek(ip_key(client), rate, cost, self.by_ip.now());
+        let i = tier_index(Tier::Anonymous);
+        let v = self.by_ip.peek(ip_key(client), &tiers[i], cost, self.by_ip.now());
         if v.allowed {
             return Ok(());
         }
-        Err(Box::new(Refused {
-            error: ApiError::RateLimited(v.retry_after_secs),
-            quota: Some(QuotaFields::new(Tier::Anonymous, rate, &v)),
-        }))
+        quota.set(&self.policies[i], Tier::Anonymous, &v);
+        Err(ApiError::RateLimited(v.retry_after_secs))
     }
 
-    /// Charges `cost` to the user (`who`) or else to the client IP; `charge`
-    /// false only reports the quota (for a request charged before it waited).
-    /// The fields for the response, or the refusal (429).
+    /// Charges `cost` to the user (`who`) or else to the client IP, and writes the
+    /// response's fields into `quota`; `charge` false only reports the quota (for
+    /// a request charged before it waited). A refusal is 429.
     pub fn charge(
         &self,
         who: Option<&Principal>,
         client: IpAddr,
         cost: u64,
         charge: bool,
-    ) -> Result<Option<QuotaFields>, Box<Refused>> {
+        quota: &mut QuotaFields,
+    ) -> Result<(), ApiError> {
         let Some(tiers) = &self.tiers else {
-            return Ok(None);
+            return Ok(());
         };
         let (tier, limiter, key) = match who {
             Some(p) => (
@@ -149,24 +154,21 @@ impl Limits {
             ),
             None => (Tier::Anonymous, &self.by_ip, ip_key(client)),
         };
-        let rate = &tiers[tier_index(tier)];
+        let i = tier_index(tier);
         let now = limiter.now();
         let verdict = if charge {
-            limiter.check(key, rate, cost, now)
+            limiter.check(key, &tiers[i], cost, now)
         } else {
             Verdict {
                 allowed: true,
-                ..limiter.peek(key, rate, 0, now)
+                ..limiter.peek(key, &tiers[i], 0, now)
             }
         };
-        let quota = QuotaFields::new(tier, rate, &verdict);
+        quota.set(&self.policies[i], tier, &verdict);
         if verdict.allowed {
-            Ok(Some(quota))
+            Ok(())
         } else {
-            Err(Box::new(Refused {
-                error: ApiError::RateLimited(verdict.retry_after_secs),
-                quota: Some(quota),
-            }))
+            Err(ApiError::RateLimited(verdict.retry_after_secs))
         }
     }
 
@@ -196,74 +198,69 @@ impl Limits {
     }
 }
 
-/// `RateLimit-Policy` and `RateLimit` (draft-ietf-httpapi-ratelimit-headers,
-/// structured fields), formatted on the stack: `"free";q=1000;w=60` and
-/// `"free";r=998;t=1`.
+/// A tier's `RateLimit-Policy` header line: `"free";q=1000;w=60`.
+fn policy_line(tier: Tier, rate: &Rate) -> Vec<u8> {
+    format!(
+        "\r\nRateLimit-Policy: \"{}\";q={};w={}",
+        tier.name(),
+        rate.quota,
+        rate.window_secs
+    )
+    .into_bytes()
+}
+
+/// The rate-limit header lines of one response (draft-ietf-httpapi-ratelimit-
+/// headers, structured fields): the tier's `RateLimit-Policy` and the key's
+/// `RateLimit: "free";r=998;t=1`. Kept on the stack, in a scratch each worker
+/// reuses; empty for a route that is not limited.
+#[derive(Clone)]
 pub struct QuotaFields {
-    policy: Text,
-    state: Text,
-}
-
-impl QuotaFields {
-    fn new(tier: Tier, rate: &Rate, v: &Verdict) -> QuotaFields {
-        let mut policy = Text::default();
-        policy.quoted(tier.name());
-        policy.param("q", rate.quota);
-        policy.param("w", rate.window_secs);
-        let mut state = Text::default();
-        state.quoted(tier.name());
-        state.param("r", v.remaining);
-        state.param("t", v.reset_secs);
-        QuotaFields { policy, state }
-    }
-
-    /// The two header fields, name and value.
-    pub fn fields(&self) -> [(&'static str, &str); 2] {
-        [
-            ("RateLimit-Policy", self.policy.as_str()),
-            ("RateLimit", self.state.as_str()),
-        ]
-    }
-}
-
-/// A short ASCII string on the stack: a tier name and two numbers fit.
-struct Text {
-    bytes: [u8; 64],
+    bytes: [u8; QUOTA_LINES],
     len: usize,
 }
 
-impl Default for Text {
-    fn default() -> Text {
-        Text {
-            bytes: [0; 64],
+/// Room for both lines with the longest tier name and five 20-digit numbers.
+const QUOTA_LINES: usize = 160;
+
+impl Default for QuotaFields {
+    fn default() -> QuotaFields {
+        QuotaFields {
+            bytes: [0; QUOTA_LINES],
             len: 0,
         }
     }
 }
 
-impl Text {
-    fn push(&mut self, s: &str) {
-        let end = (self.len + s.len()).min(self.bytes.len());
-        self.bytes[self.len..end].copy_from_slice(&s.as_bytes()[..end - self.len]);
+impl QuotaFields {
+    /// No fields (a route that is not limited).
+    pub fn clear(&mut self) {
+        self.len = 0;
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    fn set(&mut self, policy: &[u8], tier: Tier, v: &Verdict) {
+        self.len = 0;
+        self.push(policy);
+        self.push(b"\r\nRateLimit: \"");
+        self.push(tier.name().as_bytes());
+        self.push(b"\";r=");
+        self.push(itoa::Buffer::new().format(v.remaining).as_bytes());
+        self.push(b";t=");
+        self.push(itoa::Buffer::new().format(v.reset_secs).as_bytes());
+    }
+
+    fn push(&mut self, bytes: &[u8]) {
+        let end = (self.len + bytes.len()).min(QUOTA_LINES);
+        self.bytes[self.len..end].copy_from_slice(&bytes[..end - self.len]);
         self.len = end;
     }
 
-    fn quoted(&mut self, s: &str) {
-        self.push("\"");
-        self.push(s);
-        self.push("\"");
-    }
-
-    fn param(&mut self, name: &str, value: u64) {
-        self.push(";");
-        self.push(name);
-        self.push("=");
-        self.push(itoa::Buffer::new().format(value));
-    }
-
-    fn as_str(&self) -> &str {
-        // Only ASCII is ever pushed, and whole.
-        std::str::from_utf8(&self.bytes[..self.len]).unwrap_or("")
+    /// Both fields as header lines, each starting with CRLF (empty: none).
+    pub fn lines(&self) -> &[u8] {
+        &self.bytes[..self.len]
     }
 }
 
@@ -336,14 +333,26 @@ mod tests {
             reset_secs: 1,
             retry_after_secs: 0,
         };
-        let q = QuotaFields::new(Tier::Free, &r, &v);
+        let mut q = QuotaFields::default();
+        assert!(q.is_empty());
+        q.set(&policy_line(Tier::Free, &r), Tier::Free, &v);
         assert_eq!(
-            q.fields(),
-            [
-                ("RateLimit-Policy", "\"free\";q=1000;w=60"),
-                ("RateLimit", "\"free\";r=998;t=1")
-            ]
+            q.lines(),
+            b"\r\nRateLimit-Policy: \"free\";q=1000;w=60\r\nRateLimit: \"free\";r=998;t=1"
         );
+        // The longest there can be fits.
+        let max = Verdict {
+            allowed: false,
+            remaining: u64::MAX,
+            reset_secs: u64::MAX,
+            retry_after_secs: u64::MAX,
+        };
+        let big = Rate::new(u64::MAX, std::time::Duration::from_secs(u64::MAX / 2));
+        let policy = policy_line(Tier::Enterprise, &big);
+        q.set(&policy, Tier::Enterprise, &max);
+        assert!(q.lines().ends_with(b";t=18446744073709551615"), "{:?}", q.lines());
+        q.clear();
+        assert!(q.lines().is_empty());
     }
 
     #[test]

@@ -29,7 +29,7 @@ use crate::http::error::HttpError;
 use crate::http::parse::{Framing, Head};
 use admission::Admitted;
 use error::{ApiError, Error};
-use limits::Refused;
+use limits::QuotaFields;
 use request::{Reply, Request};
 use route::{BodyUse, Lane, Plan, Route};
 use state::State;
@@ -108,7 +108,7 @@ impl Api {
     /// Admits a request whose body has arrived, before anything is done for it:
     /// its client address, its token when rate limits need it, and its charge
     /// (see `admission`; `charge` false for a request admitted before it
-    /// waited).
+    /// waited). `quota` gets the response's rate-limit fields.
     pub fn admit(
         &self,
         plan: &Plan,
@@ -116,8 +116,9 @@ impl Api {
         buf: &[u8],
         peer: IpAddr,
         charge: bool,
-    ) -> Result<Admitted, Box<Refused>> {
-        admission::admit(&self.state, plan, head, buf, peer, charge)
+        quota: &mut QuotaFields,
+    ) -> Result<Admitted, Error> {
+        admission::admit(&self.state, plan, head, buf, peer, charge, quota).map_err(Error::from)
     }
 
     /// The body limit for a request whose routing failed: the engine still reads

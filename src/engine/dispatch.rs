@@ -52,6 +52,9 @@ pub(crate) struct Dispatcher {
     decoded: Vec<u8>,
     /// Scratch for one gzip-compressed response body.
     gzipped: Vec<u8>,
+    /// The rate-limit fields of the response being made (empty: none), written
+    /// by admission.
+    quota: QuotaFields,
     date: DateCache,
 }
 
@@ -67,6 +70,7 @@ impl Dispatcher {
             body: Vec::with_capacity(16 * 1024),
             decoded: Vec::with_capacity(cfg.max_json_bytes),
             gzipped: Vec::new(),
+            quota: QuotaFields::default(),
             date: DateCache::default(),
             api,
             shared,
@@ -93,6 +97,8 @@ impl Dispatcher {
             if rest.is_empty() {
                 return (pos, Step::NeedMore);
             }
+            // Fields of the last response do not carry over.
+            self.quota.clear();
             let head = match parse_head(rest, &self.limits) {
                 Ok(Some(head)) => head,
                 Ok(None) => {
@@ -130,7 +136,10 @@ impl Dispatcher {
             if let Some(plan) = plan.as_ref().ok().filter(|p| p.body == BodyUse::Streamed) {
                 // An upload is admitted once, from its head: its body is streamed,
                 // never buffered, and a refusal closes rather than skip it.
-                let started = match self.api.admit(plan, &head, rest, conn.peer, true) {
+                let started = match self
+                    .api
+                    .admit(plan, &head, rest, conn.peer, true, &mut self.quota)
+                {
                     Ok(admitted) => {
                         let req = Request {
                             head: &head,
@@ -140,17 +149,11 @@ impl Dispatcher {
                             client: admitted.client,
                             auth: admitted.auth,
                         };
-                        self.start_upload(conn, &req, plan, close, admitted.quota)
+                        self.start_upload(conn, &req, plan, close)
                     }
                     Err(refused) => {
                         self.count(Some(plan.kind));
-                        self.reply(
-                            Err(refused.error.into()),
-                            true,
-                            head_only,
-                            None,
-                            refused.quota.as_ref(),
-                        );
+                        self.reply(Err(refused), true, head_only, None);
                         return (pos, Step::Close);
                     }
                 };
@@ -196,29 +199,24 @@ impl Dispatcher {
             let (sent, closes) = match plan {
                 Err(e) => {
                     self.count(None);
-                    self.reply(Err(e), close, head_only, None, None)
+                    self.reply(Err(e), close, head_only, None)
                 }
                 Ok(plan) => 'planned: {
                     // Admission (rate limits) before anything is done for the
                     // request; one that waited was admitted and charged before.
-                    let quota = match self.api.admit(&plan, &head, rest, conn.peer, !waited) {
+                    match self
+                        .api
+                        .admit(&plan, &head, rest, conn.peer, !waited, &mut self.quota)
+                    {
                         Ok(admitted) => {
                             req.client = admitted.client;
                             req.auth = admitted.auth;
-                            admitted.quota
                         }
                         Err(refused) => {
                             self.count(Some(plan.kind));
-                            break 'planned self.reply(
-                                Err(refused.error.into()),
-                                close,
-                                head_only,
-                                None,
-                                refused.quota.as_ref(),
-                            );
+                            break 'planned self.reply(Err(refused), close, head_only, None);
                         }
-                    };
-                    let quota = quota.as_ref();
+                    }
                     // A request that must wait stays buffered: for a hashing permit,
                     // or for the group commit it is staged for. Only a request that
                     // waits can have been granted anything.
@@ -255,9 +253,9 @@ impl Dispatcher {
                     let replied = match refused {
                         Some(e) => {
                             self.count(Some(plan.kind));
-                            self.reply(Err(e), close, head_only, None, quota)
+                            self.reply(Err(e), close, head_only, None)
                         }
-                        None => self.answer(&plan, &req, close, head_only, quota),
+                        None => self.answer(&plan, &req, close, head_only),
                     };
                     // Dropping the permit releases it (possibly to a waiting connection).
                     drop(permit);
@@ -298,7 +296,6 @@ impl Dispatcher {
         req: &Request<'_>,
         close: bool,
         head_only: bool,
-        quota: Option<&QuotaFields>,
     ) -> (Option<Outgoing>, bool) {
         self.count(Some(plan.kind));
         self.body.clear();
@@ -309,19 +306,18 @@ impl Dispatcher {
             .accept_encoding
             .filter(|_| worth_compressing(self.shared.config.compress_min_bytes, self.body.len()))
             .map(|a| a.str(req.buf));
-        self.reply(result, close, head_only, accept_encoding, quota)
+        self.reply(result, close, head_only, accept_encoding)
     }
 
     /// Encodes a handler's result into the batch: the file to stream after the head,
-    /// if any, and whether the connection closes after this response. `quota`:
-    /// the rate-limit fields of a limited route.
+    /// if any, and whether the connection closes after this response. The
+    /// response carries the rate-limit fields admission left in `self.quota`.
     fn reply(
         &mut self,
         result: Result<Reply, Error>,
         close: bool,
         head_only: bool,
         accept_encoding: Option<&str>,
-        quota: Option<&QuotaFields>,
     ) -> (Option<Outgoing>, bool) {
         let min = self.shared.config.compress_min_bytes;
         let date = self.date.now();
@@ -331,27 +327,24 @@ impl Dispatcher {
             Ok(reply)
                 if reply.header.is_none()
                     && reply.file.is_none()
-                    && quota.is_none()
+                    && self.quota.is_empty()
                     && !worth_compressing(min, self.body.len()) =>
             {
                 let head = ResponseHead {
                     status: reply.status,
                     content_type: reply.content_type,
                     headers: &[],
+                    lines: b"",
                     close,
                 };
                 encode(&mut self.out, date, &head, &self.body, head_only);
                 (None, close)
             }
             Ok(reply) => {
-                let mut extra = [("", ""); 5];
+                let mut extra = [("", ""); 3];
                 let mut n = 0;
                 if let Some((name, value)) = &reply.header {
                     extra[n] = (*name, value.as_str());
-                    n += 1;
-                }
-                for field in quota.iter().flat_map(|q| q.fields()) {
-                    extra[n] = field;
                     n += 1;
                 }
                 // A JSON body big enough to be worth it varies with Accept-Encoding,
@@ -380,6 +373,7 @@ impl Dispatcher {
                     status: reply.status,
                     content_type: reply.content_type,
                     headers: &extra[..n],
+                    lines: self.quota.lines(),
                     close,
                 };
                 match reply.file {
@@ -399,14 +393,7 @@ impl Dispatcher {
                     self.shared.stats.limited.fetch_add(1, Relaxed);
                 }
                 let close = close || e.closes_connection();
-                let fields = quota.map(QuotaFields::fields);
-                e.encode_with(
-                    &mut self.out,
-                    date,
-                    close,
-                    head_only,
-                    fields.as_ref().map_or(&[], |f| &f[..]),
-                );
+                e.encode_with(&mut self.out, date, close, head_only, self.quota.lines());
                 (None, close)
             }
         }
@@ -419,11 +406,11 @@ impl Dispatcher {
         req: &Request<'_>,
         plan: &Plan,
         close: bool,
-        quota: Option<QuotaFields>,
     ) -> Result<(), Error> {
         self.count(Some(plan.kind));
         let body = self.api.admit_upload(req)?;
         let decoder = Decoder::new(req.head.framing, plan.body_limit);
+        let quota = self.quota.clone();
         let incoming = Incoming::new(body, decoder, close, req.head.expect_continue, quota);
         conn.phase = Phase::Uploading(Box::new(incoming));
         Ok(())
@@ -452,7 +439,8 @@ impl Dispatcher {
                 let close = incoming.close;
                 self.body.clear();
                 let result = self.api.finish_upload(incoming.body, &mut self.body);
-                let (_, closes) = self.reply(result, close, false, None, incoming.quota.as_ref());
+                self.quota = incoming.quota;
+                let (_, closes) = self.reply(result, close, false, None);
                 (used, if closes { Step::Close } else { Step::NeedMore })
             }
             Err(e) => {

@@ -28,7 +28,7 @@ pub(crate) struct Incoming {
     /// Whether `100 Continue` went out.
     pub continue_sent: bool,
     /// The rate-limit fields its response carries, from its admission.
-    pub quota: Option<QuotaFields>,
+    pub quota: QuotaFields,
 }
 
 impl Incoming {
@@ -37,7 +37,7 @@ impl Incoming {
         decoder: Decoder,
         close: bool,
         expect_continue: bool,
-        quota: Option<QuotaFields>,
+        quota: QuotaFields,
     ) -> Incoming {
         Incoming {
             body,

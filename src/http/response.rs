@@ -13,6 +13,9 @@ pub struct ResponseHead<'a> {
     pub content_type: Option<&'a str>,
     /// Further header fields, already valid header text.
     pub headers: &'a [(&'a str, &'a str)],
+    /// Further header lines formatted by the caller, each starting with CRLF
+    /// (already valid header text; empty for none).
+    pub lines: &'a [u8],
     /// Whether the connection closes after this response.
     pub close: bool,
 }
@@ -49,6 +52,7 @@ pub fn encode_head(out: &mut Vec<u8>, date: &[u8], head: &ResponseHead<'_>, cont
         out.extend_from_slice(b": ");
         out.extend_from_slice(value.as_bytes());
     }
+    out.extend_from_slice(head.lines);
     if head.close {
         out.extend_from_slice(b"\r\nConnection: close");
     }
@@ -100,13 +104,15 @@ mod tests {
             status: 405,
             content_type: Some("application/json"),
             headers: &[("Allow", "GET, HEAD")],
+            lines: b"\r\nRateLimit: \"free\";r=1;t=2",
             close: true,
         };
         encode(&mut out, DATE, &head, b"{}", false);
         assert_eq!(
             out,
             b"HTTP/1.1 405 Method Not Allowed\r\nDate: Sun, 06 Nov 1994 08:49:37 GMT\r\n\
-Content-Length: 2\r\nContent-Type: application/json\r\nAllow: GET, HEAD\r\nConnection: close\r\n\r\n{}"
+Content-Length: 2\r\nContent-Type: application/json\r\nAllow: GET, HEAD\r\nRateLimit: \"free\";r=1;t=2\r\n\
+Connection: close\r\n\r\n{}"
         );
     }
 
@@ -117,6 +123,7 @@ Content-Length: 2\r\nContent-Type: application/json\r\nAllow: GET, HEAD\r\nConne
             status: 200,
             content_type: None,
             headers: &[],
+            lines: b"",
             close: false,
         };
         encode(&mut out, DATE, &head, b"hello", true);
@@ -126,6 +133,7 @@ Content-Length: 2\r\nContent-Type: application/json\r\nAllow: GET, HEAD\r\nConne
             status: 204,
             content_type: None,
             headers: &[],
+            lines: b"",
             close: false,
         };
         encode(&mut out, DATE, &head, b"", false);

@@ -104,7 +104,7 @@ pub fn status_line_loop(
         let load = d[1] as f64 / 1e9 / secs / threads as f64 * 100.0;
         let _ = writeln!(
             std::io::stderr().lock(),
-            "clients {:>5} | busy {:>2}/{} | queue {:>4} | req/s health {:>6.0} auth {:>5.0} sample {:>5.0} file {:>5.0} counter {:>6.0} event {:>6.0} rejected {:>4.0} | mean task {:>7.1} us | load {:>5.1}% | shed {} | panics {}",
+            "clients {:>5} | busy {:>2}/{} | queue {:>4} | req/s health {:>6.0} auth {:>5.0} sample {:>5.0} file {:>5.0} counter {:>6.0} event {:>6.0} rejected {:>4.0} | mean task {:>7.1} us | load {:>5.1}% | shed {} | limited {} | panics {}",
             clients(),
             stats.busy.load(Relaxed),
             threads,
@@ -119,6 +119,7 @@ pub fn status_line_loop(
             mean_us,
             load.min(100.0),
             stats.shed.load(Relaxed),
+            stats.limited.load(Relaxed),
             stats.panics.load(Relaxed),
         );
     }

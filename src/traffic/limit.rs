@@ -23,9 +23,10 @@
 //! the limiter's creation ([`Limiter::now`]), so every rule is unit-tested with
 //! made-up times.
 
+use foldhash::fast::RandomState;
 use parking_lot::Mutex;
 use std::collections::HashMap;
-use std::hash::{BuildHasher, RandomState};
+use std::hash::BuildHasher;
 use std::time::{Duration, Instant};
 
 const NANOS: u64 = 1_000_000_000;
@@ -74,7 +75,9 @@ pub(crate) struct Verdict {
     pub retry_after_secs: u64,
 }
 
-/// Key → TAT, sharded, bounded by `max_keys`.
+/// Key → TAT, sharded, bounded by `max_keys`. Keys are hashed with foldhash,
+/// seeded at random per table: a few instructions for a u64 where SipHash takes
+/// over a hundred, and still keyed, so addresses cannot be picked to collide.
 pub(crate) struct Limiter {
     epoch: Instant,
     hasher: RandomState,
@@ -93,7 +96,7 @@ impl Limiter {
     /// each shard takes a quarter more than its even share before it evicts: the
     /// table holds at most `1.25 · max_keys` keys.
     pub fn new(max_keys: usize) -> Limiter {
-        let hasher = RandomState::new();
+        let hasher = RandomState::default();
         let shards = (0..SHARDS)
             .map(|_| {
                 Mutex::new(Shard {
