@@ -58,3 +58,4 @@ bench: build
 	scripts/build-ref.sh
 	scripts/bench-events.sh
 	scripts/bench-shed.sh
+	scripts/bench-limits.sh
