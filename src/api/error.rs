@@ -185,14 +185,22 @@ impl Error {
 }
 
 impl Error {
-    /// Appends the whole error response to `out`.
-    pub fn encode(&self, out: &mut Vec<u8>, date: &[u8], close: bool, head_only: bool) {
-        self.encode_with(out, date, close, head_only, b"");
+    /// Appends the whole error response to `out`, with its request ID.
+    pub fn encode(&self, out: &mut Vec<u8>, date: &[u8], close: bool, head_only: bool, request_id: &[u8]) {
+        self.encode_with(out, date, close, head_only, request_id, b"");
     }
 
-    /// Appends the whole error response to `out`, with further header lines (each
-    /// starting with CRLF).
-    pub fn encode_with(&self, out: &mut Vec<u8>, date: &[u8], close: bool, head_only: bool, lines: &[u8]) {
+    /// Appends the whole error response to `out`, with its request ID and further
+    /// header lines (each starting with CRLF).
+    pub fn encode_with(
+        &self,
+        out: &mut Vec<u8>,
+        date: &[u8],
+        close: bool,
+        head_only: bool,
+        request_id: &[u8],
+        lines: &[u8],
+    ) {
         let mut body = Vec::new();
         self.write_body(&mut body);
         let mut fields = [("", ""); 2];
@@ -211,6 +219,7 @@ impl Error {
             content_type: Some("application/json"),
             headers: &fields[..n],
             lines,
+            request_id,
             close: close || self.closes_connection(),
         };
         encode(out, date, &head, &body, head_only);

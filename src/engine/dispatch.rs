@@ -22,6 +22,7 @@ use crate::http::compress::{accepts_gzip, gzip};
 use crate::http::date::DateCache;
 use crate::http::error::HttpError;
 use crate::http::parse::{parse_head, Framing, Head, Limits, Method};
+use crate::http::request_id::{IdGen, RequestId};
 use crate::http::response::{encode, encode_head, ResponseHead, CONTINUE};
 use crate::obs::stats::Kind;
 use std::sync::atomic::Ordering::Relaxed;
@@ -55,6 +56,9 @@ pub(crate) struct Dispatcher {
     /// The rate-limit fields of the response being made (empty: none), written
     /// by admission.
     quota: QuotaFields,
+    /// The request ID of the response being made.
+    id: RequestId,
+    ids: IdGen,
     date: DateCache,
 }
 
@@ -71,6 +75,8 @@ impl Dispatcher {
             decoded: Vec::with_capacity(cfg.max_json_bytes),
             gzipped: Vec::new(),
             quota: QuotaFields::default(),
+            id: RequestId::default(),
+            ids: IdGen::new(),
             date: DateCache::default(),
             api,
             shared,
@@ -106,10 +112,13 @@ impl Dispatcher {
                     return (pos, Step::NeedMore);
                 }
                 Err(e) => {
+                    self.id.generate(&mut self.ids);
                     self.fail(e.into(), false);
                     return (pos, Step::Close);
                 }
             };
+            self.id
+                .assign(head.request_id.map(|id| id.of(rest)), &mut self.ids);
             let head_only = head.method == Method::Head;
             // A request that already waited (for a permit, or for a batch that
             // committed it) is answered, never shed: its write may be done.
@@ -335,6 +344,7 @@ impl Dispatcher {
                     content_type: reply.content_type,
                     headers: &[],
                     lines: b"",
+                    request_id: self.id.as_bytes(),
                     close,
                 };
                 encode(&mut self.out, date, &head, &self.body, head_only);
@@ -374,6 +384,7 @@ impl Dispatcher {
                     content_type: reply.content_type,
                     headers: &extra[..n],
                     lines: self.quota.lines(),
+                    request_id: self.id.as_bytes(),
                     close,
                 };
                 match reply.file {
@@ -388,12 +399,19 @@ impl Dispatcher {
                 }
             }
             Err(e) => {
-                log_failure(&e);
+                log_failure(&e, &self.id);
                 if let Error::Api(ApiError::RateLimited(_)) = e {
                     self.shared.stats.limited.fetch_add(1, Relaxed);
                 }
                 let close = close || e.closes_connection();
-                e.encode_with(&mut self.out, date, close, head_only, self.quota.lines());
+                e.encode_with(
+                    &mut self.out,
+                    date,
+                    close,
+                    head_only,
+                    self.id.as_bytes(),
+                    self.quota.lines(),
+                );
                 (None, close)
             }
         }
@@ -410,8 +428,14 @@ impl Dispatcher {
         self.count(Some(plan.kind));
         let body = self.api.admit_upload(req)?;
         let decoder = Decoder::new(req.head.framing, plan.body_limit);
-        let quota = self.quota.clone();
-        let incoming = Incoming::new(body, decoder, close, req.head.expect_continue, quota);
+        let incoming = Incoming::new(
+            body,
+            decoder,
+            close,
+            req.head.expect_continue,
+            self.quota.clone(),
+            self.id.clone(),
+        );
         conn.phase = Phase::Uploading(Box::new(incoming));
         Ok(())
     }
@@ -423,6 +447,8 @@ impl Dispatcher {
         let Phase::Uploading(incoming) = &mut conn.phase else {
             return (0, Step::NeedMore);
         };
+        // Its answer (or its error) carries the upload's own request ID.
+        self.id.clone_from(&incoming.id);
         match incoming.feed(bytes) {
             Ok((used, false)) => {
                 // Admission passed and the body is still missing: a waiting client
@@ -454,8 +480,14 @@ impl Dispatcher {
     /// Answers a request that ends the connection.
     pub fn fail(&mut self, e: Error, head_only: bool) {
         self.count(None);
-        log_failure(&e);
-        e.encode(&mut self.out, self.date.now(), true, head_only);
+        log_failure(&e, &self.id);
+        e.encode(
+            &mut self.out,
+            self.date.now(),
+            true,
+            head_only,
+            self.id.as_bytes(),
+        );
     }
 }
 
@@ -465,13 +497,17 @@ fn worth_compressing(min: usize, len: usize) -> bool {
     min > 0 && len >= min
 }
 
-/// Logs what the client is only told was internal.
-fn log_failure(e: &Error) {
+/// Logs what the client is only told was internal, with the request's ID.
+fn log_failure(e: &Error, id: &RequestId) {
+    let id = id.as_str();
     match e {
-        Error::Api(ApiError::Internal(detail)) => tracing::error!("internal error: {detail}"),
-        Error::Api(ApiError::Panicked(detail)) => {
-            tracing::error!("request panicked ({detail}); answered 500 and closed its connection")
+        Error::Api(ApiError::Internal(detail)) => {
+            tracing::error!(request_id = id, "internal error: {detail}")
         }
+        Error::Api(ApiError::Panicked(detail)) => tracing::error!(
+            request_id = id,
+            "request panicked ({detail}); answered 500 and closed its connection"
+        ),
         _ => {}
     }
 }

@@ -14,6 +14,7 @@ use super::shared::Shared;
 use crate::api::error::{ApiError, Error};
 use crate::http::date::DateCache;
 use crate::http::error::HttpError;
+use crate::http::request_id::{IdGen, RequestId};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 use std::io::{self, Read, Write};
@@ -187,10 +188,20 @@ fn accept_all(
     }
 }
 
+/// A request ID for an answer the poller gives itself (no request was read).
+fn new_id() -> RequestId {
+    thread_local! {
+        static IDS: std::cell::RefCell<IdGen> = std::cell::RefCell::new(IdGen::new());
+    }
+    let mut id = RequestId::default();
+    IDS.with(|ids| id.generate(&mut ids.borrow_mut()));
+    id
+}
+
 /// Sends one final error response without blocking, then closes.
 fn refuse(mut sock: TcpStream, err: &Error, date: &mut DateCache, scratch: &mut Vec<u8>) {
     scratch.clear();
-    err.encode(scratch, date.now(), true, false);
+    err.encode(scratch, date.now(), true, false, new_id().as_bytes());
     // Read what the client already sent so closing does not reset the connection.
     let mut sink = [0u8; 1024];
     let _ = sock.read(&mut sink);
@@ -204,7 +215,7 @@ fn expire(shared: &Shared, conn: Box<Conn>, now: Instant, date: &mut DateCache, 
         if conn.deadline <= now && !conn.io.has_pending() {
             shared.stats.timeouts.fetch_add(1, Ordering::Relaxed);
             scratch.clear();
-            Error::Http(HttpError::Timeout).encode(scratch, date.now(), true, false);
+            Error::Http(HttpError::Timeout).encode(scratch, date.now(), true, false, new_id().as_bytes());
             let _ = (&conn.io.sock).write(scratch);
             let _ = conn.io.sock.shutdown(Shutdown::Write);
         }

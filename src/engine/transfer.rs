@@ -12,6 +12,7 @@ use crate::api::error::Error;
 use crate::api::limits::QuotaFields;
 use crate::api::UploadBody;
 use crate::http::body::Decoder;
+use crate::http::request_id::RequestId;
 use std::fs::File;
 use std::io;
 use std::net::TcpStream;
@@ -29,6 +30,8 @@ pub(crate) struct Incoming {
     pub continue_sent: bool,
     /// The rate-limit fields its response carries, from its admission.
     pub quota: QuotaFields,
+    /// Its request ID.
+    pub id: RequestId,
 }
 
 impl Incoming {
@@ -38,6 +41,7 @@ impl Incoming {
         close: bool,
         expect_continue: bool,
         quota: QuotaFields,
+        id: RequestId,
     ) -> Incoming {
         Incoming {
             body,
@@ -46,6 +50,7 @@ impl Incoming {
             expect_continue,
             continue_sent: false,
             quota,
+            id,
         }
     }
 

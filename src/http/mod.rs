@@ -1,6 +1,6 @@
 //! The HTTP/1.1 subset crudrs speaks: request-head parsing and framing checks, one
-//! body decoder for Content-Length and chunked bodies, response encoding and the
-//! cached `Date` value.
+//! body decoder for Content-Length and chunked bodies, response encoding, request
+//! IDs and the cached `Date` value.
 //!
 //! This layer imports nothing else of the crate. It knows nothing of routes, JSON
 //! or SQL: it turns bytes into a [`parse::Head`] with offsets into the caller's
@@ -13,4 +13,5 @@ pub(crate) mod compress;
 pub(crate) mod date;
 pub(crate) mod error;
 pub(crate) mod parse;
+pub(crate) mod request_id;
 pub(crate) mod response;

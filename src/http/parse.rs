@@ -111,6 +111,8 @@ pub struct Head {
     /// have none; a proxy appends either to the last field or as a new one).
     pub forwarded_for: [Span; FORWARDED_FIELDS],
     pub forwarded_count: u8,
+    /// The client's `X-Request-Id` (the last one, if several).
+    pub request_id: Option<Span>,
 }
 
 /// X-Forwarded-For fields a head keeps: the right-most ones, which the trusted
@@ -191,6 +193,7 @@ pub fn parse_head(buf: &[u8], limits: &Limits) -> Result<Option<Head>, HttpError
         accept_encoding: None,
         forwarded_for: [Span::default(); FORWARDED_FIELDS],
         forwarded_count: 0,
+        request_id: None,
     };
 
     let mut content_length: Option<u64> = None;
@@ -249,6 +252,8 @@ pub fn parse_head(buf: &[u8], limits: &Limits) -> Result<Option<Head>, HttpError
             head.if_none_match = Some(Span::within(buf, trim(value)));
         } else if name.eq_ignore_ascii_case("accept-encoding") {
             head.accept_encoding = Some(Span::within(buf, trim(value)));
+        } else if name.eq_ignore_ascii_case("x-request-id") {
+            head.request_id = Some(Span::within(buf, trim(value)));
         } else if name.eq_ignore_ascii_case("x-forwarded-for") {
             let span = Span::within(buf, trim(value));
             let n = usize::from(head.forwarded_count);

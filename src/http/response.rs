@@ -16,6 +16,8 @@ pub struct ResponseHead<'a> {
     /// Further header lines formatted by the caller, each starting with CRLF
     /// (already valid header text; empty for none).
     pub lines: &'a [u8],
+    /// The `X-Request-Id` value (visible ASCII; empty: no field).
+    pub request_id: &'a [u8],
     /// Whether the connection closes after this response.
     pub close: bool,
 }
@@ -53,6 +55,10 @@ pub fn encode_head(out: &mut Vec<u8>, date: &[u8], head: &ResponseHead<'_>, cont
         out.extend_from_slice(value.as_bytes());
     }
     out.extend_from_slice(head.lines);
+    if !head.request_id.is_empty() {
+        out.extend_from_slice(b"\r\nX-Request-Id: ");
+        out.extend_from_slice(head.request_id);
+    }
     if head.close {
         out.extend_from_slice(b"\r\nConnection: close");
     }
@@ -105,6 +111,7 @@ mod tests {
             content_type: Some("application/json"),
             headers: &[("Allow", "GET, HEAD")],
             lines: b"\r\nRateLimit: \"free\";r=1;t=2",
+            request_id: b"f00d",
             close: true,
         };
         encode(&mut out, DATE, &head, b"{}", false);
@@ -112,7 +119,7 @@ mod tests {
             out,
             b"HTTP/1.1 405 Method Not Allowed\r\nDate: Sun, 06 Nov 1994 08:49:37 GMT\r\n\
 Content-Length: 2\r\nContent-Type: application/json\r\nAllow: GET, HEAD\r\nRateLimit: \"free\";r=1;t=2\r\n\
-Connection: close\r\n\r\n{}"
+X-Request-Id: f00d\r\nConnection: close\r\n\r\n{}"
         );
     }
 
@@ -124,6 +131,7 @@ Connection: close\r\n\r\n{}"
             content_type: None,
             headers: &[],
             lines: b"",
+            request_id: b"",
             close: false,
         };
         encode(&mut out, DATE, &head, b"hello", true);
@@ -134,6 +142,7 @@ Connection: close\r\n\r\n{}"
             content_type: None,
             headers: &[],
             lines: b"",
+            request_id: b"",
             close: false,
         };
         encode(&mut out, DATE, &head, b"", false);
