@@ -59,3 +59,4 @@ bench: build
 	scripts/bench-events.sh
 	scripts/bench-shed.sh
 	scripts/bench-limits.sh
+	scripts/bench-metrics.sh

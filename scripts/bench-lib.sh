@@ -43,3 +43,16 @@ fresh_db() { # fresh_db NAME: drop and recreate database NAME; prints its connec
 # Builds the release binaries. Always through cargo (a no-op when they are up to
 # date), so a benchmark never measures a binary older than the sources.
 build_release() { (cd "$ROOT" && cargo build --release --workspace -q); }
+
+ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; } # ticks PID: user+system CPU clock ticks
+
+wrk_cpu() { # wrk_cpu PORT PID PATH: "req/s cpu-us-per-request" of one wrk -t1 -c64 run on the load CPU
+    local b a out
+    b=$(ticks "$2")
+    out=$(taskset -c "$LOAD_CPU" wrk -t1 -c64 -d"$DURATION" "http://127.0.0.1:$1$3")
+    a=$(ticks "$2")
+    echo "$out" | awk -v t=$((a - b)) -v hz="$(getconf CLK_TCK)" '
+        /Requests\/sec:/ {r = $2} /requests in/ {n = $1}
+        /Non-2xx/ {print "non-2xx answers: " $0 > "/dev/stderr"}
+        END {printf "%.0f %.3f\n", r, t / hz * 1e6 / n}'
+}

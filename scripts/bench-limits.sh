@@ -33,21 +33,10 @@ on=$(start "$PORT_ON" "anonymous=1000000000/m")
 wait_port "$PORT_OFF"
 wait_port "$PORT_ON"
 
-ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 hz=$(getconf CLK_TCK)
 median() { sort -n | awk '{a[NR] = $1} END {print a[int((NR + 1) / 2)]}'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.3f", a / b}'; }
-
-wrk_once() { # wrk_once PORT PID PATH: "req/s cpu-us-per-request"
-    local b a out
-    b=$(ticks "$2")
-    out=$(taskset -c "$LOAD_CPU" wrk -t1 -c64 -d"$DURATION" "http://127.0.0.1:$1$3")
-    a=$(ticks "$2")
-    echo "$out" | awk -v t=$((a - b)) -v hz="$hz" '
-        /Requests\/sec:/ {r = $2} /requests in/ {n = $1}
-        /Non-2xx/ {print "non-2xx answers: " $0 > "/dev/stderr"}
-        END {printf "%.0f %.3f\n", r, t / hz * 1e6 / n}'
-}
+wrk_once() { wrk_cpu "$@"; }
 
 lc_once() { # lc_once PORT PID: "req/s cpu-us-per-request" of POST /event from 256 addresses
     local b a

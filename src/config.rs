@@ -160,6 +160,14 @@ pub struct Args {
     #[arg(long, env = "TOKEN_RECHECK", default_value = "60s", value_parser = parse_duration)]
     pub token_recheck: Duration,
 
+    /// Record no metrics and answer GET /metrics 404 (for measuring what metrics cost).
+    #[arg(long, env = "NO_METRICS")]
+    pub no_metrics: bool,
+
+    /// Bearer token GET /metrics requires; unset: /metrics is open to anyone who can reach the server.
+    #[arg(long, env = "METRICS_TOKEN")]
+    pub metrics_token: Option<String>,
+
     /// Test only: route GET /debug/panic to a handler that panics (a panic costs one
     /// connection, never a worker) and GET /debug/sleep/{ms} to one that holds its
     /// worker that long (an overload on demand).
@@ -357,6 +365,8 @@ pub struct Config {
     pub trusted_proxies: Vec<Cidr>,
     pub rate_limit_keys: usize,
     pub token_recheck: Duration,
+    pub metrics_token: Option<String>,
+    pub metrics: bool,
 }
 
 impl Config {
@@ -433,6 +443,8 @@ impl Config {
             trusted_proxies,
             rate_limit_keys: a.rate_limit_keys.max(1),
             token_recheck: a.token_recheck,
+            metrics_token: a.metrics_token.filter(|t| !t.is_empty()),
+            metrics: !a.no_metrics,
         })
     }
 

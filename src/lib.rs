@@ -11,9 +11,10 @@
 //! Layers, each a folder, imports one way only (checked by `tests/layers.rs`):
 //! `engine/` (threads, sockets, connections) uses `http/` (bytes ↔ heads and
 //! responses) and calls `api/` (routes, policy, handlers, the error → status map)
-//! through `api::Api`; `api/` uses `store/` (PostgreSQL, files, the 1MRC aggregate)
-//! and `obs/` (counters, the status line); `store/`, `api/` and `engine/` use
-//! `traffic/` (the circuit breaker, the rate limiter, the load shedder). `http/`, `obs/` and `traffic/` import
+//! through `api::Api`; `api/` uses `store/` (PostgreSQL, files, the 1MRC aggregate);
+//! everyone may use `obs/` (counters, the status line, metrics), and `store/`,
+//! `api/` and `engine/` use `traffic/` (the circuit breaker, the rate limiter, the
+//! load shedder). `http/`, `obs/` and `traffic/` import
 //! nothing of the crate. See ARCHITECTURE.md for the map and the invariants.
 
 pub(crate) mod api;

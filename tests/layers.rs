@@ -20,7 +20,7 @@ use std::path::Path;
 /// Which layers each layer may import. Anything not listed is refused.
 const ALLOWED: &[(&str, &[&str])] = &[
     ("http", &[]),
-    ("store", &["traffic"]),
+    ("store", &["obs", "traffic"]),
     ("obs", &[]),
     ("traffic", &[]),
     ("config", &["http"]),

@@ -28,6 +28,8 @@ pub fn commit(st: &State, k: usize) -> Result<Vec<i64>, ApiError> {
         .query_one(&db.st.counter_add, &[&k])
         .map_err(|e| note(st, e))?;
     let last: i64 = row.get(0);
+    st.increments
+        .fetch_add(k as u64, std::sync::atomic::Ordering::Relaxed);
     Ok((last - k + 1..=last).collect())
 }
 

@@ -14,6 +14,7 @@ use crate::http::error::HttpError;
 use crate::http::parse::Framing;
 use crate::store::files::Upload;
 use crate::store::hex::encode_hex;
+use std::sync::atomic::Ordering::Relaxed;
 
 /// The PNG file signature, which an `image/png` upload must start with.
 const PNG_SIGNATURE: [u8; 8] = [0x89, b'P', b'N', b'G', 0x0d, 0x0a, 0x1a, 0x0a];
@@ -127,6 +128,8 @@ pub fn finish(st: &State, body: UploadBody, out: &mut Vec<u8>) -> Result<Reply, 
             &[&&stored.md5[..], &size, &media.as_str(), &user_id],
         )
         .map_err(|e| note(st, e))?;
+    st.uploads.fetch_add(1, Relaxed);
+    st.upload_bytes.fetch_add(stored.size, Relaxed);
     serde_json::to_writer(
         out,
         &serde_json::json!({ "md5": encode_hex(&stored.md5), "size": stored.size }),

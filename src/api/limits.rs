@@ -19,6 +19,7 @@ use crate::http::parse::Head;
 use crate::traffic::limit::{Limiter, Rate, Verdict};
 use std::hash::{BuildHasher, RandomState};
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 /// The limiters and their settings.
 pub struct Limits {
@@ -31,6 +32,10 @@ pub struct Limits {
     login_by_name: Option<(Rate, Limiter)>,
     login_by_ip: Option<(Rate, Limiter)>,
     trusted: Vec<Cidr>,
+    /// Requests refused 429, by tier (indexed like `tiers`), and logins refused
+    /// by the failed-login limits.
+    refused: [AtomicU64; 4],
+    login_refused: AtomicU64,
     /// Keys usernames for the failed-login table (keyed, so names cannot be chosen
     /// to collide).
     names: RandomState,
@@ -78,6 +83,8 @@ impl Limits {
             login_by_name: login(logins.and_then(|l| l.per_username)),
             login_by_ip: login(logins.and_then(|l| l.per_ip)),
             trusted: config.trusted_proxies.clone(),
+            refused: std::array::from_fn(|_| AtomicU64::new(0)),
+            login_refused: AtomicU64::new(0),
             names: RandomState::new(),
         }
     }
@@ -129,6 +136,7 @@ impl Limits {
             return Ok(());
         }
         quota.set(&self.policies[i], Tier::Anonymous, &v);
+        self.refused[i].fetch_add(1, Relaxed);
         Err(ApiError::RateLimited(v.retry_after_secs))
     }
 
@@ -168,6 +176,7 @@ impl Limits {
         if verdict.allowed {
             Ok(())
         } else {
+            self.refused[i].fetch_add(1, Relaxed);
             Err(ApiError::RateLimited(verdict.retry_after_secs))
         }
     }
@@ -180,11 +189,22 @@ impl Limits {
             if let Some((rate, limiter)) = table {
                 let v = limiter.peek(key, rate, 1, limiter.now());
                 if !v.allowed {
+                    self.login_refused.fetch_add(1, Relaxed);
                     return Err(ApiError::RateLimited(v.retry_after_secs));
                 }
             }
         }
         Ok(())
+    }
+
+    /// Requests refused by the rate limits, per tier, and logins refused by the
+    /// failed-login limits.
+    pub fn refusals(&self) -> ([(Tier, u64); 4], u64) {
+        let tiers = [Tier::Anonymous, Tier::Free, Tier::Pro, Tier::Enterprise];
+        (
+            tiers.map(|t| (t, self.refused[tier_index(t)].load(Relaxed))),
+            self.login_refused.load(Relaxed),
+        )
     }
 
     /// Counts a failed login against the username and the client IP.

@@ -17,6 +17,7 @@ mod files;
 mod health;
 mod json;
 pub(crate) mod limits;
+mod metrics;
 mod passwords;
 pub(crate) mod request;
 pub(crate) mod route;
@@ -27,6 +28,7 @@ mod tokens;
 use crate::config::Config;
 use crate::http::error::HttpError;
 use crate::http::parse::{Framing, Head};
+use crate::obs::metrics::Metrics;
 use admission::Admitted;
 use error::{ApiError, Error};
 use limits::QuotaFields;
@@ -57,9 +59,9 @@ pub(crate) struct Api {
 impl Api {
     /// Builds the shared state from the config: applies the schema, creates the
     /// pool (without waiting for its connections) and opens the data directory.
-    pub fn open(config: &Config) -> Result<Api, String> {
+    pub fn open(config: &Config, metrics: Arc<Metrics>) -> Result<Api, String> {
         Ok(Api {
-            state: Arc::new(State::open(config)?),
+            state: Arc::new(State::open(config, metrics)?),
         })
     }
 
@@ -80,6 +82,9 @@ impl Api {
             Some(test) => route::test_route(test)?,
             None => route::route(head.method, path)?,
         };
+        if route == Route::Metrics && !cfg.metrics {
+            return Err(ApiError::NotFound.into());
+        }
         // Routes without a meaningful body still read (and ignore) a small one.
         let (body, body_limit) = match route {
             Route::FileUpload => (BodyUse::Streamed, cfg.max_upload_bytes),
@@ -102,6 +107,7 @@ impl Api {
             kind: route.kind(),
             shed: route.sheddable(),
             cost: route.cost(),
+            slot: route.slot(),
         })
     }
 
@@ -133,6 +139,7 @@ impl Api {
         match route {
             Route::Health => health::health(out),
             Route::Ready => health::ready(st, out),
+            Route::Metrics => metrics::metrics(st, req, out),
             Route::AuthCreate => auth::create(st, req, out),
             Route::AuthLogin => auth::login(st, req, out),
             Route::AuthLogout => auth::logout(st, req),

@@ -5,6 +5,7 @@
 
 use super::error::ApiError;
 use crate::http::parse::Method;
+use crate::obs::metrics::RouteLabels;
 use crate::obs::stats::Kind;
 use crate::store::hex::decode_hex;
 
@@ -14,6 +15,8 @@ use crate::store::hex::decode_hex;
 pub enum Route {
     Health,
     Ready,
+    /// GET /metrics (Prometheus).
+    Metrics,
     AuthCreate,
     AuthLogin,
     AuthLogout,
@@ -88,12 +91,18 @@ pub struct Plan {
     pub shed: bool,
     /// Rate-limit units the request costs; 0: never limited.
     pub cost: u64,
+    /// Where the request is counted in the metrics ([`ROUTE_LABELS`]).
+    pub slot: usize,
 }
 
 impl Route {
     pub fn kind(self) -> Kind {
         match self {
-            Route::Health | Route::Ready | Route::InjectedPanic | Route::InjectedSleep(_) => Kind::Health,
+            Route::Health
+            | Route::Ready
+            | Route::Metrics
+            | Route::InjectedPanic
+            | Route::InjectedSleep(_) => Kind::Health,
             Route::AuthCreate | Route::AuthLogin | Route::AuthLogout => Kind::Auth,
             Route::SampleCreate | Route::SampleGet(_) | Route::SampleList => Kind::Sample,
             Route::FileUpload | Route::FileGet(_) => Kind::File,
@@ -116,7 +125,7 @@ impl Route {
     /// what runs argon2 or stores a file costs more than a plain request.
     pub fn cost(self) -> u64 {
         match self {
-            Route::Health | Route::Ready => 0,
+            Route::Health | Route::Ready | Route::Metrics => 0,
             Route::AuthCreate => 10,
             Route::AuthLogin | Route::FileUpload => 5,
             _ => 1,
@@ -125,7 +134,30 @@ impl Route {
 
     /// Whether the route is refused while the server sheds load.
     pub fn sheddable(self) -> bool {
-        !matches!(self, Route::Health | Route::Ready)
+        !matches!(self, Route::Health | Route::Ready | Route::Metrics)
+    }
+
+    /// The route's slot in [`ROUTE_LABELS`] (its metrics).
+    pub fn slot(self) -> usize {
+        match self {
+            Route::Health => 0,
+            Route::Ready => 1,
+            Route::Metrics => 2,
+            Route::AuthCreate => 3,
+            Route::AuthLogin => 4,
+            Route::AuthLogout => 5,
+            Route::SampleCreate => 6,
+            Route::SampleGet(_) => 7,
+            Route::SampleList => 8,
+            Route::FileUpload => 9,
+            Route::FileGet(_) => 10,
+            Route::CounterIncrement => 11,
+            Route::CounterGet => 12,
+            Route::EventPost => 13,
+            Route::EventStats => 14,
+            Route::InjectedPanic => 15,
+            Route::InjectedSleep(_) => 16,
+        }
     }
 
     /// Whether the route takes a JSON body.
@@ -137,6 +169,37 @@ impl Route {
     }
 }
 
+const fn labels(method: &'static str, template: &'static str) -> RouteLabels {
+    RouteLabels { template, method }
+}
+
+/// Each route's template and method, by [`Route::slot`]; the last slot counts
+/// requests that matched no route (404, 405, malformed). Metric labels come from
+/// here only, so they stay bounded: never a raw path or an id.
+pub const ROUTE_LABELS: &[RouteLabels] = &[
+    labels("GET", "/health"),
+    labels("GET", "/ready"),
+    labels("GET", "/metrics"),
+    labels("POST", "/auth/create"),
+    labels("POST", "/auth/login"),
+    labels("POST", "/auth/logout"),
+    labels("POST", "/api/sample"),
+    labels("GET", "/api/sample/{id}"),
+    labels("GET", "/api/samples"),
+    labels("POST", "/api/file"),
+    labels("GET", "/api/file/{md5}"),
+    labels("POST", "/api/v1/counter"),
+    labels("GET", "/api/v1/counter"),
+    labels("POST", "/event"),
+    labels("GET", "/stats"),
+    labels("GET", "/debug/panic"),
+    labels("GET", "/debug/sleep/{ms}"),
+    labels("_OTHER", ""),
+];
+
+/// The metrics slot of a request that matched no route.
+pub const UNMATCHED: usize = ROUTE_LABELS.len() - 1;
+
 /// Resolves method and path to a route: 404 for an unknown path, 405 with `Allow` for a
 /// known path and another method, 400 for a malformed path parameter.
 pub fn route(method: Method, path: &str) -> Result<Route, ApiError> {
@@ -147,6 +210,7 @@ pub fn route(method: Method, path: &str) -> Result<Route, ApiError> {
     let (route, allow, ok) = match path {
         "/health" => (Route::Health, GET, is_get),
         "/ready" => (Route::Ready, GET, is_get),
+        "/metrics" => (Route::Metrics, GET, is_get),
         "/auth/create" => (Route::AuthCreate, POST, is_post),
         "/auth/login" => (Route::AuthLogin, POST, is_post),
         "/auth/logout" => (Route::AuthLogout, POST, is_post),
@@ -244,6 +308,37 @@ mod tests {
             route(Method::Get, "/debug/panic"),
             Err(ApiError::NotFound)
         ));
+    }
+
+    #[test]
+    fn every_route_has_its_own_labels() {
+        let all = [
+            Route::Health,
+            Route::Ready,
+            Route::Metrics,
+            Route::AuthCreate,
+            Route::AuthLogin,
+            Route::AuthLogout,
+            Route::SampleCreate,
+            Route::SampleGet(1),
+            Route::SampleList,
+            Route::FileUpload,
+            Route::FileGet([0; 16]),
+            Route::CounterIncrement,
+            Route::CounterGet,
+            Route::EventPost,
+            Route::EventStats,
+            Route::InjectedPanic,
+            Route::InjectedSleep(1),
+        ];
+        let slots: std::collections::HashSet<usize> = all.iter().map(|r| r.slot()).collect();
+        assert_eq!(slots.len(), all.len());
+        assert!(all.iter().all(|r| r.slot() < UNMATCHED));
+        assert_eq!(ROUTE_LABELS.len(), all.len() + 1);
+        assert_eq!(
+            ROUTE_LABELS[Route::SampleGet(9).slot()].template,
+            "/api/sample/{id}"
+        );
     }
 
     #[test]

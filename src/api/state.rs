@@ -5,10 +5,13 @@ use super::limits::Limits;
 use super::passwords::Passwords;
 use super::tokens::{BadTokens, TokenCache};
 use crate::config::Config;
+use crate::obs::metrics::Metrics;
 use crate::store::db::{self, Db};
 use crate::store::events::Events;
 use crate::store::files::Store;
 use crate::traffic::breaker::Breaker;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
 
 /// Everything handlers share.
 pub struct State {
@@ -20,13 +23,18 @@ pub struct State {
     pub bad_tokens: BadTokens,
     pub passwords: Passwords,
     pub limits: Limits,
+    pub metrics: Arc<Metrics>,
+    /// Counter increments committed, uploads stored and their bytes (for metrics).
+    pub increments: AtomicU64,
+    pub uploads: AtomicU64,
+    pub upload_bytes: AtomicU64,
 }
 
 impl State {
     /// Applies the schema (waiting for the database up to `db_startup_wait`), then
     /// builds the pool without waiting for its connections, the password hasher and
     /// the data directory.
-    pub fn open(config: &Config) -> Result<State, String> {
+    pub fn open(config: &Config, metrics: Arc<Metrics>) -> Result<State, String> {
         db::apply_schema(&config.database_url, config.db_startup_wait)
             .map_err(|e| format!("cannot apply schema.sql: {e}"))?;
         let breaker = Breaker::new("database", config.breaker_failures, config.breaker_reset);
@@ -47,6 +55,10 @@ impl State {
             bad_tokens: BadTokens::new(config.token_cache_size),
             passwords,
             limits: Limits::new(config),
+            metrics,
+            increments: AtomicU64::new(0),
+            uploads: AtomicU64::new(0),
+            upload_bytes: AtomicU64::new(0),
             db,
             config: config.clone(),
         })

@@ -85,6 +85,11 @@ impl<I> Batcher<I> {
         }
     }
 
+    /// Items waiting for the next batch (for metrics).
+    pub fn waiting(&self) -> usize {
+        self.state.lock().pending.len()
+    }
+
     /// Adds `item` to the next batch, and commits that batch with `commit` when a
     /// commit may start, it is full and the caller is not `busy`: then every
     /// item of it comes back with its result. Otherwise returns `None`: the item

@@ -11,11 +11,11 @@
 
 use super::conn::{Conn, Grant, Phase};
 use super::shared::Shared;
-use super::transfer::{Incoming, Outgoing};
+use super::transfer::{AnswerMeta, Incoming, Outgoing};
 use crate::api::error::{ApiError, Error};
 use crate::api::limits::QuotaFields;
 use crate::api::request::{Reply, Request};
-use crate::api::route::{BodyUse, Lane, Plan, Wait};
+use crate::api::route::{BodyUse, Lane, Plan, Wait, UNMATCHED};
 use crate::api::{Api, Staged};
 use crate::http::body::Decoder;
 use crate::http::compress::{accepts_gzip, gzip};
@@ -27,6 +27,7 @@ use crate::http::response::{encode, encode_head, ResponseHead, CONTINUE};
 use crate::obs::stats::Kind;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
+use std::time::Instant;
 
 /// Why processing the buffered bytes stopped.
 pub(crate) enum Step {
@@ -59,11 +60,16 @@ pub(crate) struct Dispatcher {
     /// The request ID of the response being made.
     id: RequestId,
     ids: IdGen,
+    /// This worker's number (its metrics block), the metrics slot of the request
+    /// being answered, and when its connection became ready.
+    worker: usize,
+    slot: usize,
+    started: Instant,
     date: DateCache,
 }
 
 impl Dispatcher {
-    pub fn new(shared: Arc<Shared>, api: Api) -> Dispatcher {
+    pub fn new(worker: usize, shared: Arc<Shared>, api: Api) -> Dispatcher {
         let cfg = &shared.config;
         Dispatcher {
             limits: Limits {
@@ -77,6 +83,9 @@ impl Dispatcher {
             quota: QuotaFields::default(),
             id: RequestId::default(),
             ids: IdGen::new(),
+            worker,
+            slot: UNMATCHED,
+            started: Instant::now(),
             date: DateCache::default(),
             api,
             shared,
@@ -87,6 +96,8 @@ impl Dispatcher {
     /// and why it stopped.
     pub fn process(&mut self, conn: &mut Conn, buf: &[u8]) -> (usize, Step) {
         let mut pos = 0;
+        // Durations count from the connection's readiness (its queue wait included).
+        self.started = conn.queued_at;
         loop {
             if conn.is_uploading() {
                 // The only place body bytes reach an upload, whenever they arrive.
@@ -105,6 +116,7 @@ impl Dispatcher {
             }
             // Fields of the last response do not carry over.
             self.quota.clear();
+            self.slot = UNMATCHED;
             let head = match parse_head(rest, &self.limits) {
                 Ok(Some(head)) => head,
                 Ok(None) => {
@@ -131,7 +143,10 @@ impl Dispatcher {
                 }
             }
             let (plan, limit) = match planned {
-                Ok(plan) => (Ok(plan), plan.body_limit),
+                Ok(plan) => {
+                    self.slot = plan.slot;
+                    (Ok(plan), plan.body_limit)
+                }
                 Err(e) if e.closes_connection() || !self.can_skip_body(&head) => {
                     // A body that is not read cannot be skipped: answer now and close,
                     // instead of buffering what may never fit or never come.
@@ -328,6 +343,22 @@ impl Dispatcher {
         head_only: bool,
         accept_encoding: Option<&str>,
     ) -> (Option<Outgoing>, bool) {
+        let status = match &result {
+            Ok(reply) => reply.status,
+            Err(e) => e.status(),
+        };
+        let answered = self.encode_reply(result, close, head_only, accept_encoding);
+        self.record(status);
+        answered
+    }
+
+    fn encode_reply(
+        &mut self,
+        result: Result<Reply, Error>,
+        close: bool,
+        head_only: bool,
+        accept_encoding: Option<&str>,
+    ) -> (Option<Outgoing>, bool) {
         let min = self.shared.config.compress_min_bytes;
         let date = self.date.now();
         match result {
@@ -428,14 +459,13 @@ impl Dispatcher {
         self.count(Some(plan.kind));
         let body = self.api.admit_upload(req)?;
         let decoder = Decoder::new(req.head.framing, plan.body_limit);
-        let incoming = Incoming::new(
-            body,
-            decoder,
-            close,
-            req.head.expect_continue,
-            self.quota.clone(),
-            self.id.clone(),
-        );
+        let meta = AnswerMeta {
+            quota: self.quota.clone(),
+            id: self.id.clone(),
+            slot: plan.slot,
+            started: self.started,
+        };
+        let incoming = Incoming::new(body, decoder, close, req.head.expect_continue, meta);
         conn.phase = Phase::Uploading(Box::new(incoming));
         Ok(())
     }
@@ -447,8 +477,11 @@ impl Dispatcher {
         let Phase::Uploading(incoming) = &mut conn.phase else {
             return (0, Step::NeedMore);
         };
-        // Its answer (or its error) carries the upload's own request ID.
-        self.id.clone_from(&incoming.id);
+        // Its answer (or its error) carries the upload's own request ID, and is
+        // counted from when the upload started.
+        self.id.clone_from(&incoming.meta.id);
+        self.slot = incoming.meta.slot;
+        self.started = incoming.meta.started;
         match incoming.feed(bytes) {
             Ok((used, false)) => {
                 // Admission passed and the body is still missing: a waiting client
@@ -465,7 +498,7 @@ impl Dispatcher {
                 let close = incoming.close;
                 self.body.clear();
                 let result = self.api.finish_upload(incoming.body, &mut self.body);
-                self.quota = incoming.quota;
+                self.quota = incoming.meta.quota;
                 let (_, closes) = self.reply(result, close, false, None);
                 (used, if closes { Step::Close } else { Step::NeedMore })
             }
@@ -488,6 +521,19 @@ impl Dispatcher {
             head_only,
             self.id.as_bytes(),
         );
+        self.record(e.status());
+    }
+
+    /// Counts the request being answered in this worker's metrics.
+    fn record(&self, status: u16) {
+        if !self.shared.config.metrics {
+            return;
+        }
+        let took = self.started.elapsed();
+        self.shared
+            .metrics
+            .worker(self.worker)
+            .request(self.slot, status, took);
     }
 }
 

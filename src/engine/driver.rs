@@ -63,10 +63,10 @@ pub(crate) struct Driver {
 }
 
 impl Driver {
-    pub fn new(shared: Arc<Shared>, api: Api) -> Driver {
+    pub fn new(worker: usize, shared: Arc<Shared>, api: Api) -> Driver {
         let buf = vec![0u8; shared.config.read_buffer_bytes()].into_boxed_slice();
         Driver {
-            dispatch: Dispatcher::new(Arc::clone(&shared), api),
+            dispatch: Dispatcher::new(worker, Arc::clone(&shared), api),
             shared,
             buf,
         }

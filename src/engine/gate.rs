@@ -54,6 +54,11 @@ impl<T> Gate<T> {
         }
     }
 
+    /// Items parked waiting for a permit (for metrics).
+    pub fn waiting(&self) -> usize {
+        self.inner.lock().parked.len()
+    }
+
     /// Takes a permit, or hands `item` back to be parked with `park`.
     #[cfg(test)]
     fn try_acquire(&self, item: T) -> Result<T, T> {

@@ -6,8 +6,10 @@ use super::poller;
 use super::registry::Registry;
 use super::shared::Shared;
 use super::worker::Worker;
+use crate::api::route::ROUTE_LABELS;
 use crate::api::Api;
 use crate::config::Config;
+use crate::obs::metrics::Metrics;
 use crate::obs::stats;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -35,13 +37,20 @@ impl Stopper {
 impl Server {
     /// Applies the schema, binds and spawns every thread.
     pub fn start(config: Config) -> Result<Server, String> {
-        let api = Api::open(&config)?;
+        let metrics = Arc::new(Metrics::new(config.threads, ROUTE_LABELS));
+        let api = Api::open(&config, Arc::clone(&metrics))?;
         let listener = poller::bind(config.addr, config.backlog)
             .map_err(|e| format!("cannot listen on {}: {e}", config.addr))?;
         let addr = listener.local_addr().map_err(|e| e.to_string())?;
         let (registry, poll) =
             Registry::<Conn>::new(config.max_connections).map_err(|e| format!("poller: {e}"))?;
-        let shared = Arc::new(Shared::new(config, Arc::new(registry)));
+        let shared = Arc::new(Shared::new(config, Arc::new(registry), Arc::clone(&metrics)));
+        let weak = Arc::downgrade(&shared);
+        metrics.set_gauges(Box::new(move |x| {
+            if let Some(s) = weak.upgrade() {
+                s.render_gauges(x);
+            }
+        }));
 
         let mut threads = Vec::new();
         let spawn = |name: String, f: Box<dyn FnOnce() + Send>| {

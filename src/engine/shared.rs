@@ -14,9 +14,10 @@ use super::registry::Registry;
 use crate::api::route::Lane;
 use crate::api::Staged;
 use crate::config::Config;
+use crate::obs::metrics::{Exposition, Metrics};
 use crate::obs::stats::Stats;
 use crate::traffic::shed::Shedder;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -39,6 +40,8 @@ pub(crate) struct Shared {
     pub batchers: [Batcher<Waiter>; Lane::ALL.len()],
     pub buffers: BufferPool,
     pub stats: Arc<Stats>,
+    /// Per-worker request figures for /metrics.
+    pub metrics: Arc<Metrics>,
     /// Decides from queue waits whether new requests are refused.
     pub shedder: Shedder,
     shutdown: AtomicBool,
@@ -46,18 +49,90 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    pub fn new(config: Config, registry: Arc<Registry<Conn>>) -> Shared {
+    pub fn new(config: Config, registry: Arc<Registry<Conn>>, metrics: Arc<Metrics>) -> Shared {
         Shared {
             queue: TaskQueue::with_capacity(config.max_connections, config.threads),
             gate: Gate::new(config.hash_concurrency),
             batchers: Lane::ALL.map(|_| Batcher::new(config.counter_gather)),
             buffers: BufferPool::new(config.threads * 64, config.read_buffer_bytes()),
             stats: Arc::new(Stats::default()),
+            metrics,
             shedder: Shedder::new(config.shed_target, config.shed_interval),
             registry,
             shutdown: AtomicBool::new(false),
             stopped: AtomicBool::new(false),
             config,
+        }
+    }
+
+    /// The engine's gauges and counters for /metrics.
+    pub fn render_gauges(&self, x: &mut Exposition) {
+        let busy = self.stats.busy.load(Ordering::Relaxed);
+        let waiting = self.gate.waiting() + self.batchers.iter().map(Batcher::waiting).sum::<usize>();
+        x.single(
+            "http_server_active_requests",
+            "gauge",
+            "Requests being served or waiting for a hashing permit or a group commit.",
+            (busy + waiting) as f64,
+        );
+        x.single(
+            "crudrs_open_connections",
+            "gauge",
+            "Client connections open.",
+            self.registry.active() as f64,
+        );
+        x.single(
+            "crudrs_queue_depth",
+            "gauge",
+            "Ready connections waiting in the task queue for a worker.",
+            self.queue.len() as f64,
+        );
+        x.single(
+            "crudrs_busy_workers",
+            "gauge",
+            "Workers serving a connection.",
+            busy as f64,
+        );
+        x.single(
+            "crudrs_workers",
+            "gauge",
+            "Worker threads.",
+            self.config.threads as f64,
+        );
+        let counters: [(&str, &str, &AtomicU64); 6] = [
+            (
+                "crudrs_connections_accepted_total",
+                "Connections accepted.",
+                &self.stats.accepted,
+            ),
+            (
+                "crudrs_connections_refused_total",
+                "Connections refused 503 at the connection limit.",
+                &self.stats.rejected,
+            ),
+            (
+                "crudrs_request_timeouts_total",
+                "Requests answered 408: the head or body did not arrive in time.",
+                &self.stats.timeouts,
+            ),
+            (
+                "crudrs_shed_requests_total",
+                "Requests refused 503 while shedding load.",
+                &self.stats.shed,
+            ),
+            (
+                "crudrs_panics_total",
+                "Panics caught while serving (each cost one connection).",
+                &self.stats.panics,
+            ),
+            (
+                "crudrs_abandoned_requests_total",
+                "Requests dropped unserved because their client had gone.",
+                &self.stats.abandoned,
+            ),
+        ];
+        for (name, help, value) in counters {
+            x.single(name, "counter", help, value.load(Ordering::Relaxed) as f64);
         }
     }
 

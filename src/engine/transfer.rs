@@ -17,6 +17,7 @@ use std::fs::File;
 use std::io;
 use std::net::TcpStream;
 use std::os::unix::fs::FileExt;
+use std::time::Instant;
 
 /// An upload whose body is still arriving.
 pub(crate) struct Incoming {
@@ -28,10 +29,19 @@ pub(crate) struct Incoming {
     pub expect_continue: bool,
     /// Whether `100 Continue` went out.
     pub continue_sent: bool,
-    /// The rate-limit fields its response carries, from its admission.
+    /// What its response carries and how it is counted, from when its head was
+    /// read: other requests are answered by the same worker while it streams.
+    pub meta: AnswerMeta,
+}
+
+/// What the answer to a request carries besides its body, and how it is counted.
+pub(crate) struct AnswerMeta {
+    /// The rate-limit fields, from the request's admission.
     pub quota: QuotaFields,
-    /// Its request ID.
     pub id: RequestId,
+    /// The request's metrics slot, and when its connection became ready.
+    pub slot: usize,
+    pub started: Instant,
 }
 
 impl Incoming {
@@ -40,8 +50,7 @@ impl Incoming {
         decoder: Decoder,
         close: bool,
         expect_continue: bool,
-        quota: QuotaFields,
-        id: RequestId,
+        meta: AnswerMeta,
     ) -> Incoming {
         Incoming {
             body,
@@ -49,8 +58,7 @@ impl Incoming {
             close,
             expect_continue,
             continue_sent: false,
-            quota,
-            id,
+            meta,
         }
     }
 

@@ -45,7 +45,7 @@ impl Worker {
     pub fn new(id: usize, shared: Arc<Shared>, api: Api) -> Worker {
         Worker {
             id,
-            driver: Driver::new(Arc::clone(&shared), api),
+            driver: Driver::new(id, Arc::clone(&shared), api),
             shared,
             ready: VecDeque::with_capacity(64),
             busy_since: None,
@@ -60,9 +60,11 @@ impl Worker {
             let served = catch_unwind(AssertUnwindSafe(|| match self.next_task() {
                 Some(conn) => {
                     let now = Instant::now();
-                    self.shared
-                        .shedder
-                        .observe(now.saturating_duration_since(conn.queued_at), now);
+                    let wait = now.saturating_duration_since(conn.queued_at);
+                    self.shared.shedder.observe(wait, now);
+                    if self.shared.config.metrics {
+                        self.shared.metrics.worker(self.id).queue_wait(wait);
+                    }
                     self.serve(Some(conn), now);
                     true
                 }
@@ -183,9 +185,11 @@ impl Worker {
     fn lead(&self, lane: Lane) -> Lead<Waiter, Outcome, ApiError> {
         let busy = !self.shared.queue.is_empty();
         let (api, stats) = (self.driver.api(), &*self.shared.stats);
-        self.shared
-            .batcher(lane)
-            .lead(Instant::now(), busy, |items| commit(api, stats, lane, items))
+        let metrics = self.shared.metrics.worker(self.id);
+        self.shared.batcher(lane).lead(Instant::now(), busy, |items| {
+            metrics.batch(items.len());
+            commit(api, stats, lane, items)
+        })
     }
 
     /// Hands a staged request to its lane's batcher; if this worker leads the batch,
@@ -193,11 +197,11 @@ impl Worker {
     fn submit(&mut self, lane: Lane, waiter: Waiter) {
         let busy = !self.shared.queue.is_empty();
         let (api, stats) = (self.driver.api(), &*self.shared.stats);
-        if let Some(batch) = self
-            .shared
-            .batcher(lane)
-            .submit(waiter, busy, |items| commit(api, stats, lane, items))
-        {
+        let metrics = self.shared.metrics.worker(self.id);
+        if let Some(batch) = self.shared.batcher(lane).submit(waiter, busy, |items| {
+            metrics.batch(items.len());
+            commit(api, stats, lane, items)
+        }) {
             self.resume(batch);
         }
     }

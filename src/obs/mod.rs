@@ -1,7 +1,10 @@
-//! Observability: what the server counts about itself and how it reports it (today
-//! the once-a-second status line; metrics come here too).
+//! Observability: what the server counts about itself and how it reports it: the
+//! once-a-second status line ([`stats`]) and the Prometheus metrics ([`metrics`]).
 //!
-//! Recording is relaxed atomics that any thread bumps; nothing here knows of
-//! sockets, routes or SQL. Callers name what they count with [`stats::Kind`].
+//! Nothing here knows of sockets, routes or SQL: callers name what they count
+//! ([`stats::Kind`], a route slot and its labels). The status line's counters are
+//! relaxed atomics any thread bumps; the metrics' per-request figures are
+//! per-worker blocks only their worker writes.
 
+pub(crate) mod metrics;
 pub(crate) mod stats;

@@ -12,6 +12,7 @@
 //! SQL text lives in `sql.rs`; what the rows mean lives in `api/`.
 
 use super::sql;
+use crate::obs::metrics::AtomicHistogram;
 use crate::traffic::breaker::{Admit, Breaker, State};
 use parking_lot::Mutex;
 use postgres::{Client, NoTls, Statement};
@@ -163,6 +164,8 @@ impl r2d2::HandleError<postgres::Error> for ErrorLog {
 pub struct Db {
     pool: r2d2::Pool<Manager>,
     breaker: Arc<Breaker>,
+    /// How long checkouts took (for metrics).
+    pub checkouts: AtomicHistogram,
 }
 
 impl Db {
@@ -184,7 +187,11 @@ impl Db {
             .test_on_check_out(false)
             .error_handler(Box::new(ErrorLog::default()))
             .build_unchecked(manager);
-        Ok(Db { pool, breaker })
+        Ok(Db {
+            pool,
+            breaker,
+            checkouts: AtomicHistogram::default(),
+        })
     }
 
     /// A connection: at once when the breaker is open (`Unavailable`), else waiting
@@ -193,7 +200,12 @@ impl Db {
     pub fn get(&self) -> Result<PooledConnection<Manager>, DbError> {
         let got = match self.breaker.admit(Instant::now()) {
             Err(_) => return Err(DbError::Unavailable("database circuit breaker open".into())),
-            Ok(Admit::Pass) => self.pool.get().map_err(|e| DbError::Unavailable(e.to_string())),
+            Ok(Admit::Pass) => {
+                let start = Instant::now();
+                let got = self.pool.get();
+                self.checkouts.record(start.elapsed());
+                got.map_err(|e| DbError::Unavailable(e.to_string()))
+            }
             Ok(Admit::Probe) => self
                 .pool
                 .try_get()
@@ -211,6 +223,22 @@ impl Db {
     /// The breaker's state, for `/ready`.
     pub fn breaker_state(&self) -> State {
         self.breaker.state()
+    }
+
+    /// Times the breaker has opened.
+    pub fn breaker_opened(&self) -> u64 {
+        self.breaker.opened()
+    }
+
+    /// Pooled connections: open, and idle among them.
+    pub fn pool_state(&self) -> (u32, u32) {
+        let state = self.pool.state();
+        (state.connections, state.idle_connections)
+    }
+
+    /// The pool's size.
+    pub fn pool_size(&self) -> u32 {
+        self.pool.max_size()
     }
 
     /// Whether every connection of the pool is open (start-up opens them in the

@@ -171,8 +171,7 @@ impl Breaker {
     }
 
     /// Times the breaker has opened since start.
-    #[cfg(test)]
-    fn opened(&self) -> u64 {
+    pub fn opened(&self) -> u64 {
         self.opened.load(Ordering::Relaxed)
     }
 }
