@@ -160,6 +160,10 @@ pub struct Args {
     #[arg(long, env = "TOKEN_RECHECK", default_value = "60s", value_parser = parse_duration)]
     pub token_recheck: Duration,
 
+    /// Append one JSON line per answered request to this file (off when unset).
+    #[arg(long, env = "ACCESS_LOG")]
+    pub access_log: Option<PathBuf>,
+
     /// Record no metrics and answer GET /metrics 404 (for measuring what metrics cost).
     #[arg(long, env = "NO_METRICS")]
     pub no_metrics: bool,
@@ -367,6 +371,7 @@ pub struct Config {
     pub token_recheck: Duration,
     pub metrics_token: Option<String>,
     pub metrics: bool,
+    pub access_log: Option<PathBuf>,
 }
 
 impl Config {
@@ -445,6 +450,7 @@ impl Config {
             token_recheck: a.token_recheck,
             metrics_token: a.metrics_token.filter(|t| !t.is_empty()),
             metrics: !a.no_metrics,
+            access_log: a.access_log,
         })
     }
 

@@ -1,7 +1,8 @@
 //! X-Request-Id on every response: a new 128-bit ID (32 hex digits) unless the
 //! client sent a valid one (1 to 128 visible ASCII characters), which is echoed;
 //! an invalid one is replaced, never echoed. Errors carry one too, pipelined
-//! requests each their own.
+//! requests each their own. The access log has one JSON line per request, with
+//! that ID.
 // A panic is how a test reports failure, so unwrap is fine here.
 #![allow(clippy::unwrap_used)]
 
@@ -100,4 +101,45 @@ fn an_upload_answers_with_its_own_request_id() {
     assert_eq!(stored.status, 201, "{}", stored.text());
     assert_eq!(stored.header("x-request-id"), Some("upload-7"));
     assert_eq!(reader.next(false).unwrap().header("x-request-id"), Some("after"));
+}
+
+#[test]
+fn the_access_log_has_one_json_line_per_request_with_its_id() {
+    let db = TestDb::new("access_log");
+    let path = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("access-{}.log", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let server = Server::start(&db.url, &["2", "--access-log", path.to_str().unwrap()]);
+    let api = Api::new(server.addr);
+    let r = send(
+        server.addr,
+        b"GET /health HTTP/1.1\r\nX-Request-Id: log-1\r\n\r\nGET /nope HTTP/1.1\r\n\r\n",
+    );
+    assert_eq!(r.len(), 2);
+    let key = api.user("logged");
+    assert_eq!(api.get("/api/samples", Some(&key)).status, 200);
+
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 4, "{lines:?}");
+    assert_eq!(lines[0]["request_id"], "log-1");
+    assert_eq!(lines[0]["method"], "GET");
+    assert_eq!(lines[0]["route"], "/health");
+    assert_eq!(lines[0]["status"], 200);
+    assert_eq!(lines[0]["client_ip"], "127.0.0.1");
+    assert!(lines[0]["bytes"].as_u64().unwrap() > 15);
+    assert!(lines[0]["duration_us"].is_u64());
+    assert!(lines[0]["time"].as_str().unwrap().ends_with('Z'));
+    assert_eq!(lines[1]["status"], 404);
+    assert_eq!(lines[1]["route"], "");
+    assert_eq!(lines[1]["request_id"].as_str(), r[1].header("x-request-id"));
+    assert_eq!(lines[2]["route"], "/auth/create");
+    assert_eq!(lines[2]["status"], 201);
+    assert_eq!(lines[3]["route"], "/api/samples");
+    assert!(lines[3]["user_id"].as_i64().unwrap() > 0);
+    assert!(lines[0]["user_id"].is_null());
+    let _ = std::fs::remove_file(&path);
 }

@@ -46,7 +46,10 @@ pub fn admit(
     let limits = &st.limits;
     let client = limits.client_ip(peer, head, buf);
     let unlimited = Admitted { client, auth: None };
-    if !limits.enabled() || plan.cost == 0 {
+    // The token is resolved here when limits need its tier, or the access log its
+    // user; otherwise the handler resolves it if it needs to.
+    let needs_user = limits.enabled() || st.config.access_log.is_some();
+    if !needs_user || plan.cost == 0 {
         return Ok(unlimited);
     }
     let token = head

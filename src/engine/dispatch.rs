@@ -15,7 +15,7 @@ use super::transfer::{AnswerMeta, Incoming, Outgoing};
 use crate::api::error::{ApiError, Error};
 use crate::api::limits::QuotaFields;
 use crate::api::request::{Reply, Request};
-use crate::api::route::{BodyUse, Lane, Plan, Wait, UNMATCHED};
+use crate::api::route::{BodyUse, Lane, Plan, Wait, ROUTE_LABELS, UNMATCHED};
 use crate::api::{Api, Staged};
 use crate::http::body::Decoder;
 use crate::http::compress::{accepts_gzip, gzip};
@@ -24,10 +24,12 @@ use crate::http::error::HttpError;
 use crate::http::parse::{parse_head, Framing, Head, Limits, Method};
 use crate::http::request_id::{IdGen, RequestId};
 use crate::http::response::{encode, encode_head, ResponseHead, CONTINUE};
+use crate::obs::access_log::{Entry, FLUSH_BYTES};
 use crate::obs::stats::Kind;
+use std::net::{IpAddr, Ipv4Addr};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 /// Why processing the buffered bytes stopped.
 pub(crate) enum Step {
@@ -65,6 +67,12 @@ pub(crate) struct Dispatcher {
     worker: usize,
     slot: usize,
     started: Instant,
+    /// For the access log: the request's method, client and user, and the lines
+    /// not yet written.
+    method: Method,
+    client: IpAddr,
+    user: Option<i64>,
+    log: Vec<u8>,
     date: DateCache,
 }
 
@@ -86,6 +94,10 @@ impl Dispatcher {
             worker,
             slot: UNMATCHED,
             started: Instant::now(),
+            method: Method::Other,
+            client: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            user: None,
+            log: Vec::new(),
             date: DateCache::default(),
             api,
             shared,
@@ -117,6 +129,9 @@ impl Dispatcher {
             // Fields of the last response do not carry over.
             self.quota.clear();
             self.slot = UNMATCHED;
+            self.method = Method::Other;
+            self.client = conn.peer;
+            self.user = None;
             let head = match parse_head(rest, &self.limits) {
                 Ok(Some(head)) => head,
                 Ok(None) => {
@@ -131,6 +146,7 @@ impl Dispatcher {
             };
             self.id
                 .assign(head.request_id.map(|id| id.of(rest)), &mut self.ids);
+            self.method = head.method;
             let head_only = head.method == Method::Head;
             // A request that already waited (for a permit, or for a batch that
             // committed it) is answered, never shed: its write may be done.
@@ -173,6 +189,7 @@ impl Dispatcher {
                             client: admitted.client,
                             auth: admitted.auth,
                         };
+                        self.note_client(&req);
                         self.start_upload(conn, &req, plan, close)
                     }
                     Err(refused) => {
@@ -235,6 +252,7 @@ impl Dispatcher {
                         Ok(admitted) => {
                             req.client = admitted.client;
                             req.auth = admitted.auth;
+                            self.note_client(&req);
                         }
                         Err(refused) => {
                             self.count(Some(plan.kind));
@@ -347,8 +365,10 @@ impl Dispatcher {
             Ok(reply) => reply.status,
             Err(e) => e.status(),
         };
+        let before = self.out.len();
         let answered = self.encode_reply(result, close, head_only, accept_encoding);
-        self.record(status);
+        let file = answered.0.as_ref().map_or(0, Outgoing::remaining);
+        self.record(status, (self.out.len() - before) as u64 + file);
         answered
     }
 
@@ -464,6 +484,9 @@ impl Dispatcher {
             id: self.id.clone(),
             slot: plan.slot,
             started: self.started,
+            method: self.method,
+            client: self.client,
+            user: self.user,
         };
         let incoming = Incoming::new(body, decoder, close, req.head.expect_continue, meta);
         conn.phase = Phase::Uploading(Box::new(incoming));
@@ -482,6 +505,9 @@ impl Dispatcher {
         self.id.clone_from(&incoming.meta.id);
         self.slot = incoming.meta.slot;
         self.started = incoming.meta.started;
+        self.method = incoming.meta.method;
+        self.client = incoming.meta.client;
+        self.user = incoming.meta.user;
         match incoming.feed(bytes) {
             Ok((used, false)) => {
                 // Admission passed and the body is still missing: a waiting client
@@ -514,6 +540,7 @@ impl Dispatcher {
     pub fn fail(&mut self, e: Error, head_only: bool) {
         self.count(None);
         log_failure(&e, &self.id);
+        let before = self.out.len();
         e.encode(
             &mut self.out,
             self.date.now(),
@@ -521,19 +548,57 @@ impl Dispatcher {
             head_only,
             self.id.as_bytes(),
         );
-        self.record(e.status());
+        self.record(e.status(), (self.out.len() - before) as u64);
     }
 
-    /// Counts the request being answered in this worker's metrics.
-    fn record(&self, status: u16) {
-        if !self.shared.config.metrics {
+    /// Notes the client and user admission found, for the access log.
+    fn note_client(&mut self, req: &Request<'_>) {
+        self.client = req.client;
+        self.user = match &req.auth {
+            Some(Ok((who, _))) => Some(who.user_id),
+            _ => None,
+        };
+    }
+
+    /// Counts the request being answered in this worker's metrics, and logs it
+    /// when the access log is on.
+    fn record(&mut self, status: u16, bytes: u64) {
+        let (metrics, log) = (self.shared.config.metrics, self.shared.access_log.is_some());
+        if !metrics && !log {
             return;
         }
         let took = self.started.elapsed();
-        self.shared
-            .metrics
-            .worker(self.worker)
-            .request(self.slot, status, took);
+        if metrics {
+            self.shared
+                .metrics
+                .worker(self.worker)
+                .request(self.slot, status, took);
+        }
+        if log {
+            Entry {
+                time: SystemTime::now(),
+                request_id: self.id.as_str(),
+                method: self.method.as_str(),
+                route: ROUTE_LABELS[self.slot.min(UNMATCHED)].template,
+                status,
+                bytes,
+                duration: took,
+                client: self.client,
+                user_id: self.user,
+            }
+            .format(&mut self.log);
+            if self.log.len() >= FLUSH_BYTES {
+                self.flush_log();
+            }
+        }
+    }
+
+    /// Writes the access-log lines buffered so far.
+    pub fn flush_log(&mut self) {
+        if let (Some(log), false) = (&self.shared.access_log, self.log.is_empty()) {
+            log.write(&self.log);
+            self.log.clear();
+        }
     }
 }
 

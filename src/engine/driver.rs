@@ -139,6 +139,7 @@ impl Driver {
                     (len, Step::Close)
                 }
             };
+            self.dispatch.flush_log();
             self.buf.copy_within(used..len, 0);
             len -= used;
             if !matches!(step, Step::NeedMore) || conn.is_sending() {

@@ -9,6 +9,7 @@ use super::worker::Worker;
 use crate::api::route::ROUTE_LABELS;
 use crate::api::Api;
 use crate::config::Config;
+use crate::obs::access_log::AccessLog;
 use crate::obs::metrics::Metrics;
 use crate::obs::stats;
 use std::net::SocketAddr;
@@ -44,7 +45,19 @@ impl Server {
         let addr = listener.local_addr().map_err(|e| e.to_string())?;
         let (registry, poll) =
             Registry::<Conn>::new(config.max_connections).map_err(|e| format!("poller: {e}"))?;
-        let shared = Arc::new(Shared::new(config, Arc::new(registry), Arc::clone(&metrics)));
+        let access_log = match &config.access_log {
+            Some(path) => Some(
+                AccessLog::open(path)
+                    .map_err(|e| format!("cannot open access log {}: {e}", path.display()))?,
+            ),
+            None => None,
+        };
+        let shared = Arc::new(Shared::new(
+            config,
+            Arc::new(registry),
+            Arc::clone(&metrics),
+            access_log,
+        ));
         let weak = Arc::downgrade(&shared);
         metrics.set_gauges(Box::new(move |x| {
             if let Some(s) = weak.upgrade() {

@@ -14,6 +14,7 @@ use super::registry::Registry;
 use crate::api::route::Lane;
 use crate::api::Staged;
 use crate::config::Config;
+use crate::obs::access_log::AccessLog;
 use crate::obs::metrics::{Exposition, Metrics};
 use crate::obs::stats::Stats;
 use crate::traffic::shed::Shedder;
@@ -42,6 +43,8 @@ pub(crate) struct Shared {
     pub stats: Arc<Stats>,
     /// Per-worker request figures for /metrics.
     pub metrics: Arc<Metrics>,
+    /// Where answered requests are logged (`--access-log`), if anywhere.
+    pub access_log: Option<AccessLog>,
     /// Decides from queue waits whether new requests are refused.
     pub shedder: Shedder,
     shutdown: AtomicBool,
@@ -49,7 +52,12 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    pub fn new(config: Config, registry: Arc<Registry<Conn>>, metrics: Arc<Metrics>) -> Shared {
+    pub fn new(
+        config: Config,
+        registry: Arc<Registry<Conn>>,
+        metrics: Arc<Metrics>,
+        access_log: Option<AccessLog>,
+    ) -> Shared {
         Shared {
             queue: TaskQueue::with_capacity(config.max_connections, config.threads),
             gate: Gate::new(config.hash_concurrency),
@@ -57,6 +65,7 @@ impl Shared {
             buffers: BufferPool::new(config.threads * 64, config.read_buffer_bytes()),
             stats: Arc::new(Stats::default()),
             metrics,
+            access_log,
             shedder: Shedder::new(config.shed_target, config.shed_interval),
             registry,
             shutdown: AtomicBool::new(false),

@@ -12,9 +12,11 @@ use crate::api::error::Error;
 use crate::api::limits::QuotaFields;
 use crate::api::UploadBody;
 use crate::http::body::Decoder;
+use crate::http::parse::Method;
 use crate::http::request_id::RequestId;
 use std::fs::File;
 use std::io;
+use std::net::IpAddr;
 use std::net::TcpStream;
 use std::os::unix::fs::FileExt;
 use std::time::Instant;
@@ -42,6 +44,10 @@ pub(crate) struct AnswerMeta {
     /// The request's metrics slot, and when its connection became ready.
     pub slot: usize,
     pub started: Instant,
+    /// For the access log: its method, client and user.
+    pub method: Method,
+    pub client: IpAddr,
+    pub user: Option<i64>,
 }
 
 impl Incoming {
@@ -79,6 +85,11 @@ pub(crate) struct Outgoing {
 }
 
 impl Outgoing {
+    /// Bytes of the file still to send.
+    pub fn remaining(&self) -> u64 {
+        self.end - self.offset
+    }
+
     pub fn new(file: File, size: u64) -> Outgoing {
         Outgoing {
             file,

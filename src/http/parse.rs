@@ -27,6 +27,20 @@ pub enum Method {
 }
 
 impl Method {
+    /// The method's name (`OTHER` for one this server does not know).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Method::Get => "GET",
+            Method::Head => "HEAD",
+            Method::Post => "POST",
+            Method::Put => "PUT",
+            Method::Delete => "DELETE",
+            Method::Patch => "PATCH",
+            Method::Options => "OPTIONS",
+            Method::Other => "OTHER",
+        }
+    }
+
     fn from_bytes(m: &str) -> Method {
         match m {
             "GET" => Method::Get,

@@ -6,5 +6,6 @@
 //! relaxed atomics any thread bumps; the metrics' per-request figures are
 //! per-worker blocks only their worker writes.
 
+pub(crate) mod access_log;
 pub(crate) mod metrics;
 pub(crate) mod stats;
