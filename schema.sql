@@ -32,6 +32,9 @@ BEGIN
             CHECK (tier IN ('free', 'pro', 'enterprise'));
     END IF;
 END $$;
+-- Who may use the admin API and dashboard (`server --create-admin NAME`).
+ALTER TABLE users ADD COLUMN IF NOT EXISTS role text NOT NULL DEFAULT 'user'
+    CONSTRAINT users_role_check CHECK (role IN ('user', 'admin'));
 
 CREATE TABLE IF NOT EXISTS api_tokens (
     -- SHA-256 of the 256-bit token; the token itself is shown once and never stored.

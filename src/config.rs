@@ -160,6 +160,10 @@ pub struct Args {
     #[arg(long, env = "TOKEN_RECHECK", default_value = "60s", value_parser = parse_duration)]
     pub token_recheck: Duration,
 
+    /// At start-up, make this user an admin (creating the account if need be) and print a new admin key for it, once, after the listening line.
+    #[arg(long, env = "CREATE_ADMIN", value_name = "NAME")]
+    pub create_admin: Option<String>,
+
     /// Append one JSON line per answered request to this file (off when unset).
     #[arg(long, env = "ACCESS_LOG")]
     pub access_log: Option<PathBuf>,
@@ -372,6 +376,7 @@ pub struct Config {
     pub metrics_token: Option<String>,
     pub metrics: bool,
     pub access_log: Option<PathBuf>,
+    pub create_admin: Option<String>,
 }
 
 impl Config {
@@ -451,6 +456,7 @@ impl Config {
             metrics_token: a.metrics_token.filter(|t| !t.is_empty()),
             metrics: !a.no_metrics,
             access_log: a.access_log,
+            create_admin: a.create_admin,
         })
     }
 

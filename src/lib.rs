@@ -35,6 +35,7 @@ pub fn run(config: Config) -> Result<(), String> {
     use std::io::Write;
 
     let threads = config.threads;
+    let create_admin = config.create_admin.clone();
     let server = Server::start(config)?;
     let stopper = server.stopper();
     let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])
@@ -60,6 +61,15 @@ pub fn run(config: Config) -> Result<(), String> {
         "crudrs listening on http://{} with {threads} workers",
         server.addr()
     );
+    if let Some(name) = create_admin {
+        match server.create_admin(&name) {
+            // The one place a key is shown; it is stored only as its hash.
+            Ok(key) => {
+                let _ = writeln!(out, "admin {name}: key {key} (shown once; keep it secret)");
+            }
+            Err(e) => tracing::error!("--create-admin: {e}"),
+        }
+    }
     let _ = out.flush();
     drop(out);
     server.join();

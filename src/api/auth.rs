@@ -72,6 +72,7 @@ pub fn lookup(st: &State, hash: &TokenHash) -> Result<Principal, ApiError> {
     let principal = Principal {
         user_id: row.get(0),
         tier: Tier::from_db(row.get(1)),
+        admin: row.get::<_, &str>(3) == "admin",
     };
     let expires: OffsetDateTime = row.get(2);
     let ttl = (expires - OffsetDateTime::now_utc())
@@ -162,6 +163,7 @@ pub fn create(st: &State, req: &Request<'_>, out: &mut Vec<u8>) -> Result<Reply,
     let principal = Principal {
         user_id: row.get(0),
         tier: Tier::from_db(row.get(1)),
+        admin: row.get::<_, &str>(3) == "admin",
     };
     let expires: OffsetDateTime = row.get(2);
     st.tokens.insert(hash, principal, st.config.token_ttl);
@@ -187,8 +189,15 @@ pub fn login(st: &State, req: &Request<'_>, out: &mut Vec<u8>) -> Result<Reply, 
             .client
             .query(&db.st.find_user, &[&username])
             .map_err(|e| note(st, e))?;
-        rows.first()
-            .map(|r| (r.get::<_, i64>(0), r.get::<_, String>(1), Tier::from_db(r.get(2))))
+        rows.first().map(|r| {
+            let admin = r.get::<_, &str>(3) == "admin";
+            (
+                r.get::<_, i64>(0),
+                r.get::<_, String>(1),
+                Tier::from_db(r.get(2)),
+                admin,
+            )
+        })
     };
     // Verify even for an unknown user, against a dummy hash, so timing tells nothing.
     if !st
@@ -198,7 +207,7 @@ pub fn login(st: &State, req: &Request<'_>, out: &mut Vec<u8>) -> Result<Reply, 
         st.limits.login_failed(&username, req.client);
         return Err(ApiError::BadCredentials.into());
     }
-    let Some((user_id, _, tier)) = user else {
+    let Some((user_id, _, tier, admin)) = user else {
         return Err(ApiError::BadCredentials.into());
     };
     let (key, hash) = tokens::generate().map_err(ApiError::Internal)?;
@@ -209,8 +218,8 @@ pub fn login(st: &State, req: &Request<'_>, out: &mut Vec<u8>) -> Result<Reply, 
         .query_one(&db.st.insert_token, &[&&hash[..], &user_id, &ttl_secs(st)])
         .map_err(|e| note(st, e))?;
     let expires: OffsetDateTime = row.get(0);
-    st.tokens
-        .insert(hash, Principal { user_id, tier }, st.config.token_ttl);
+    let principal = Principal { user_id, tier, admin };
+    st.tokens.insert(hash, principal, st.config.token_ttl);
     write_token(out, &key, expires)?;
     Ok(Reply::json(200))
 }

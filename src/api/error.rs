@@ -19,6 +19,8 @@ pub enum ApiError {
     Unauthorized,
     /// Wrong username or password (the same answer for both).
     BadCredentials,
+    /// Authenticated, but not allowed (an admin route for a user who is not one).
+    Forbidden,
     NotFound,
     /// The path exists but not with this method; holds the `Allow` value.
     MethodNotAllowed(&'static str),
@@ -92,6 +94,7 @@ impl Error {
             Error::Api(e) => match e {
                 ApiError::Invalid(_) => 400,
                 ApiError::Unauthorized | ApiError::BadCredentials => 401,
+                ApiError::Forbidden => 403,
                 ApiError::NotFound => 404,
                 ApiError::MethodNotAllowed(_) => 405,
                 ApiError::Conflict(_) => 409,
@@ -129,6 +132,7 @@ impl Error {
         match self.status() {
             400 => "bad_request",
             401 => "unauthorized",
+            403 => "forbidden",
             404 => "not_found",
             405 => "method_not_allowed",
             408 => "request_timeout",
@@ -162,6 +166,7 @@ impl Error {
                 ApiError::Invalid(d) => d,
                 ApiError::Unauthorized => "missing, invalid, expired or revoked token",
                 ApiError::BadCredentials => "invalid username or password",
+                ApiError::Forbidden => "this key may not do that",
                 ApiError::NotFound => "no such resource",
                 ApiError::MethodNotAllowed(_) => "method not allowed on this path",
                 ApiError::Conflict(d) => d,

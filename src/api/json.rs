@@ -101,6 +101,20 @@ impl Fields {
     }
 
     /// An integer that fits in 32 signed bits.
+    /// An integer in `min..=max`, or `None` when the field is absent.
+    pub fn optional_u64(&mut self, field: &str, min: u64, max: u64) -> Option<u64> {
+        match self.map.get(field)? {
+            Value::Null => None,
+            v => match v.as_u64() {
+                Some(n) if (min..=max).contains(&n) => Some(n),
+                _ => {
+                    self.problem(field, &format!("must be an integer from {min} to {max}"));
+                    None
+                }
+            },
+        }
+    }
+
     pub fn int32(&mut self, field: &str) -> Option<i32> {
         let v = self.get(field)?;
         match v.as_i64().map(i32::try_from) {

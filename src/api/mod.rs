@@ -8,6 +8,7 @@
 //! request → a [`Reply`] with its body written into a `Vec`), `stage`/`commit` for
 //! group-committed requests, and `admit_upload`/`finish_upload` for streamed bodies.
 
+mod admin;
 mod admission;
 mod auth;
 mod counter;
@@ -63,6 +64,12 @@ impl Api {
         Ok(Api {
             state: Arc::new(State::open(config, metrics)?),
         })
+    }
+
+    /// Makes `name` an admin (creating the account if need be) and returns a new
+    /// key for it (`server --create-admin NAME`).
+    pub fn create_admin(&self, name: &str) -> Result<String, String> {
+        admin::create_admin(&self.state, name)
     }
 
     /// Whether every pooled database connection is open (start-up fills the pool
@@ -140,6 +147,15 @@ impl Api {
             Route::Health => health::health(out),
             Route::Ready => health::ready(st, out),
             Route::Metrics => metrics::metrics(st, req, out),
+            Route::AdminPage => admin::page(out),
+            Route::AdminStats => admin::stats(st, req, out),
+            Route::AdminBreakers => admin::breakers(st, req, out),
+            Route::AdminBreakerSet => admin::set_breaker(st, req, out),
+            Route::AdminCaches => admin::caches(st, req, out),
+            Route::AdminCacheClear(cache) => admin::clear_cache(st, req, cache, out),
+            Route::AdminUserTier(name) => admin::tier(st, req, name, out),
+            Route::AdminUserSetTier(name) => admin::set_tier(st, req, name, out),
+            Route::AdminUserRevoke(name) => admin::revoke(st, req, name, out),
             Route::AuthCreate => auth::create(st, req, out),
             Route::AuthLogin => auth::login(st, req, out),
             Route::AuthLogout => auth::logout(st, req),

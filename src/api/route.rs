@@ -29,12 +29,86 @@ pub enum Route {
     CounterGet,
     EventPost,
     EventStats,
+    /// GET /admin: the dashboard page (it asks for the admin key itself).
+    AdminPage,
+    /// GET /admin/api/stats: the dashboard's figures.
+    AdminStats,
+    /// GET /admin/api/breakers, POST /admin/api/breakers/database.
+    AdminBreakers,
+    AdminBreakerSet,
+    /// GET /admin/api/caches, POST /admin/api/caches/{name}/clear.
+    AdminCaches,
+    AdminCacheClear(CacheName),
+    /// GET and PUT /admin/api/users/{name}/tier, POST /admin/api/users/{name}/revoke-tokens.
+    AdminUserTier(Name),
+    AdminUserSetTier(Name),
+    AdminUserRevoke(Name),
     /// GET /debug/panic, routed only with `--test-routes`: its handler panics, so
     /// tests can show that a panic costs one connection and not a worker.
     InjectedPanic,
     /// GET /debug/sleep/{ms}, routed only with `--test-routes`: its handler holds
     /// its worker that many milliseconds (at most 1000), an overload on demand.
     InjectedSleep(u64),
+}
+
+/// The caches an admin can look at and clear.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheName {
+    /// Valid tokens (owner, tier, expiry).
+    Tokens,
+    /// Tokens the database does not accept.
+    BadTokens,
+}
+
+impl CacheName {
+    pub const ALL: [CacheName; 2] = [CacheName::Tokens, CacheName::BadTokens];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CacheName::Tokens => "tokens",
+            CacheName::BadTokens => "bad_tokens",
+        }
+    }
+}
+
+/// A username from a path (at most 32 characters, as accounts allow), kept
+/// inline so a [`Route`] stays `Copy`.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Name {
+    bytes: [u8; 32],
+    len: u8,
+}
+
+impl Name {
+    /// A username given outside a request (`--create-admin`).
+    pub fn parse_str(s: &str) -> Result<Name, ApiError> {
+        Name::parse(s)
+    }
+
+    fn parse(s: &str) -> Result<Name, ApiError> {
+        let ok = (1..=32).contains(&s.len())
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+        if !ok {
+            return Err(ApiError::Invalid("not a username".into()));
+        }
+        let mut bytes = [0u8; 32];
+        bytes[..s.len()].copy_from_slice(s.as_bytes());
+        Ok(Name {
+            bytes,
+            len: s.len() as u8,
+        })
+    }
+
+    pub fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.bytes[..usize::from(self.len)]).unwrap_or("")
+    }
+}
+
+impl std::fmt::Debug for Name {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", self.as_str())
+    }
 }
 
 /// What a request must wait for before its handler runs. Waiting never holds a
@@ -103,6 +177,15 @@ impl Route {
             | Route::Metrics
             | Route::InjectedPanic
             | Route::InjectedSleep(_) => Kind::Health,
+            Route::AdminPage
+            | Route::AdminStats
+            | Route::AdminBreakers
+            | Route::AdminBreakerSet
+            | Route::AdminCaches
+            | Route::AdminCacheClear(_)
+            | Route::AdminUserTier(_)
+            | Route::AdminUserSetTier(_)
+            | Route::AdminUserRevoke(_) => Kind::Auth,
             Route::AuthCreate | Route::AuthLogin | Route::AuthLogout => Kind::Auth,
             Route::SampleCreate | Route::SampleGet(_) | Route::SampleList => Kind::Sample,
             Route::FileUpload | Route::FileGet(_) => Kind::File,
@@ -157,6 +240,15 @@ impl Route {
             Route::EventStats => 14,
             Route::InjectedPanic => 15,
             Route::InjectedSleep(_) => 16,
+            Route::AdminPage => 17,
+            Route::AdminStats => 18,
+            Route::AdminBreakers => 19,
+            Route::AdminBreakerSet => 20,
+            Route::AdminCaches => 21,
+            Route::AdminCacheClear(_) => 22,
+            Route::AdminUserTier(_) => 23,
+            Route::AdminUserSetTier(_) => 24,
+            Route::AdminUserRevoke(_) => 25,
         }
     }
 
@@ -164,7 +256,12 @@ impl Route {
     pub fn takes_json(self) -> bool {
         matches!(
             self,
-            Route::AuthCreate | Route::AuthLogin | Route::SampleCreate | Route::EventPost
+            Route::AuthCreate
+                | Route::AuthLogin
+                | Route::SampleCreate
+                | Route::EventPost
+                | Route::AdminBreakerSet
+                | Route::AdminUserSetTier(_)
         )
     }
 }
@@ -194,6 +291,15 @@ pub const ROUTE_LABELS: &[RouteLabels] = &[
     labels("GET", "/stats"),
     labels("GET", "/debug/panic"),
     labels("GET", "/debug/sleep/{ms}"),
+    labels("GET", "/admin"),
+    labels("GET", "/admin/api/stats"),
+    labels("GET", "/admin/api/breakers"),
+    labels("POST", "/admin/api/breakers/database"),
+    labels("GET", "/admin/api/caches"),
+    labels("POST", "/admin/api/caches/{name}/clear"),
+    labels("GET", "/admin/api/users/{name}/tier"),
+    labels("PUT", "/admin/api/users/{name}/tier"),
+    labels("POST", "/admin/api/users/{name}/revoke-tokens"),
     labels("_OTHER", ""),
 ];
 
@@ -226,7 +332,15 @@ pub fn route(method: Method, path: &str) -> Result<Route, ApiError> {
         }
         "/event" => (Route::EventPost, POST, is_post),
         "/stats" => (Route::EventStats, GET, is_get),
+        "/admin" => (Route::AdminPage, GET, is_get),
+        "/admin/api/stats" => (Route::AdminStats, GET, is_get),
+        "/admin/api/breakers" => (Route::AdminBreakers, GET, is_get),
+        "/admin/api/breakers/database" => (Route::AdminBreakerSet, POST, is_post),
+        "/admin/api/caches" => (Route::AdminCaches, GET, is_get),
         _ => {
+            if let Some(rest) = path.strip_prefix("/admin/api/") {
+                return admin_route(method, rest);
+            }
             let parsed = if let Some(id) = path.strip_prefix("/api/sample/") {
                 parse_id(id).map(Route::SampleGet)
             } else if let Some(md5) = path.strip_prefix("/api/file/") {
@@ -244,6 +358,36 @@ pub fn route(method: Method, path: &str) -> Result<Route, ApiError> {
         Ok(route)
     } else {
         Err(ApiError::MethodNotAllowed(allow))
+    }
+}
+
+/// The admin routes with a path parameter (`rest` follows `/admin/api/`).
+fn admin_route(method: Method, rest: &str) -> Result<Route, ApiError> {
+    let is_post = method == Method::Post;
+    if let Some(cache) = rest
+        .strip_prefix("caches/")
+        .and_then(|r| r.strip_suffix("/clear"))
+    {
+        let name = CacheName::ALL
+            .into_iter()
+            .find(|c| c.as_str() == cache)
+            .ok_or(ApiError::NotFound)?;
+        return if is_post {
+            Ok(Route::AdminCacheClear(name))
+        } else {
+            Err(ApiError::MethodNotAllowed("POST"))
+        };
+    }
+    let Some((user, action)) = rest.strip_prefix("users/").and_then(|r| r.split_once('/')) else {
+        return Err(ApiError::NotFound);
+    };
+    match (action, method) {
+        ("tier", Method::Get | Method::Head) => Name::parse(user).map(Route::AdminUserTier),
+        ("tier", Method::Put) => Name::parse(user).map(Route::AdminUserSetTier),
+        ("tier", _) => Err(ApiError::MethodNotAllowed("GET, HEAD, PUT")),
+        ("revoke-tokens", Method::Post) => Name::parse(user).map(Route::AdminUserRevoke),
+        ("revoke-tokens", _) => Err(ApiError::MethodNotAllowed("POST")),
+        _ => Err(ApiError::NotFound),
     }
 }
 
@@ -330,6 +474,15 @@ mod tests {
             Route::EventStats,
             Route::InjectedPanic,
             Route::InjectedSleep(1),
+            Route::AdminPage,
+            Route::AdminStats,
+            Route::AdminBreakers,
+            Route::AdminBreakerSet,
+            Route::AdminCaches,
+            Route::AdminCacheClear(CacheName::Tokens),
+            Route::AdminUserTier(Name::parse("a").expect("name")),
+            Route::AdminUserSetTier(Name::parse("a").expect("name")),
+            Route::AdminUserRevoke(Name::parse("a").expect("name")),
         ];
         let slots: std::collections::HashSet<usize> = all.iter().map(|r| r.slot()).collect();
         assert_eq!(slots.len(), all.len());
@@ -339,6 +492,36 @@ mod tests {
             ROUTE_LABELS[Route::SampleGet(9).slot()].template,
             "/api/sample/{id}"
         );
+    }
+
+    #[test]
+    fn admin_paths_take_names_and_refuse_the_rest() {
+        let tier = route(Method::Get, "/admin/api/users/al.ice_1/tier").expect("route");
+        assert!(matches!(tier, Route::AdminUserTier(n) if n.as_str() == "al.ice_1"));
+        assert!(matches!(
+            route(Method::Put, "/admin/api/users/bob/tier"),
+            Ok(Route::AdminUserSetTier(_))
+        ));
+        assert!(matches!(
+            route(Method::Post, "/admin/api/users/bob/tier"),
+            Err(ApiError::MethodNotAllowed(_))
+        ));
+        assert!(matches!(
+            route(Method::Get, "/admin/api/users/bad%20name/tier"),
+            Err(ApiError::Invalid(_))
+        ));
+        assert!(matches!(
+            route(Method::Post, "/admin/api/caches/bad_tokens/clear"),
+            Ok(Route::AdminCacheClear(CacheName::BadTokens))
+        ));
+        assert!(matches!(
+            route(Method::Post, "/admin/api/caches/other/clear"),
+            Err(ApiError::NotFound)
+        ));
+        assert!(matches!(
+            route(Method::Get, "/admin/api/users/bob"),
+            Err(ApiError::NotFound)
+        ));
     }
 
     #[test]

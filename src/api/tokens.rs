@@ -56,6 +56,8 @@ impl Tier {
 pub struct Principal {
     pub user_id: i64,
     pub tier: Tier,
+    /// Whether the user may use the admin API (`users.role = 'admin'`).
+    pub admin: bool,
 }
 
 /// A new token: its wire form and its hash.
@@ -141,9 +143,17 @@ impl TokenCache {
         self.map.lock().remove(hash);
     }
 
-    #[cfg(test)]
-    fn len(&self) -> usize {
+    /// Forgets every cached token of a user (its tier or tokens changed).
+    pub fn remove_user(&self, user_id: i64) {
+        self.map.lock().retain(|_, e| e.principal.user_id != user_id);
+    }
+
+    pub fn len(&self) -> usize {
         self.map.lock().len()
+    }
+
+    pub fn clear(&self) {
+        self.map.lock().clear();
     }
 }
 
@@ -164,6 +174,14 @@ impl BadTokens {
 
     pub fn contains(&self, hash: &TokenHash) -> bool {
         self.set.lock().contains(hash)
+    }
+
+    pub fn len(&self) -> usize {
+        self.set.lock().len()
+    }
+
+    pub fn clear(&self) {
+        self.set.lock().clear();
     }
 
     pub fn insert(&self, hash: TokenHash) {
@@ -201,6 +219,7 @@ mod tests {
         let p = Principal {
             user_id: 1,
             tier: Tier::Free,
+            admin: false,
         };
         for i in 0..5u8 {
             c.insert([i; 32], p, Duration::from_secs(60));
@@ -217,6 +236,7 @@ mod tests {
         let p = Principal {
             user_id: 1,
             tier: Tier::Pro,
+            admin: false,
         };
         c.insert([1; 32], p, Duration::ZERO);
         assert_eq!(c.get(&[1; 32]), None);

@@ -59,10 +59,8 @@ impl Server {
             access_log,
         ));
         let weak = Arc::downgrade(&shared);
-        metrics.set_gauges(Box::new(move |x| {
-            if let Some(s) = weak.upgrade() {
-                s.render_gauges(x);
-            }
+        metrics.set_gauges(Box::new(move || {
+            weak.upgrade().map(|s| s.gauges()).unwrap_or_default()
         }));
 
         let mut threads = Vec::new();
@@ -113,6 +111,12 @@ impl Server {
     /// A handle that shuts this server down.
     pub fn stopper(&self) -> Stopper {
         Stopper(Arc::clone(&self.shared))
+    }
+
+    /// Makes `name` an admin (creating the account if need be) and returns a new
+    /// key for it.
+    pub fn create_admin(&self, name: &str) -> Result<String, String> {
+        self.api.create_admin(name)
     }
 
     /// Whether every pooled database connection is open: until then the pool is

@@ -15,7 +15,7 @@ use crate::api::route::Lane;
 use crate::api::Staged;
 use crate::config::Config;
 use crate::obs::access_log::AccessLog;
-use crate::obs::metrics::{Exposition, Metrics};
+use crate::obs::metrics::{EngineGauges, Metrics};
 use crate::obs::stats::Stats;
 use crate::traffic::shed::Shedder;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -74,74 +74,23 @@ impl Shared {
         }
     }
 
-    /// The engine's gauges and counters for /metrics.
-    pub fn render_gauges(&self, x: &mut Exposition) {
+    /// The engine's gauges and counters for /metrics and the dashboard.
+    pub fn gauges(&self) -> EngineGauges {
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
         let busy = self.stats.busy.load(Ordering::Relaxed);
         let waiting = self.gate.waiting() + self.batchers.iter().map(Batcher::waiting).sum::<usize>();
-        x.single(
-            "http_server_active_requests",
-            "gauge",
-            "Requests being served or waiting for a hashing permit or a group commit.",
-            (busy + waiting) as f64,
-        );
-        x.single(
-            "crudrs_open_connections",
-            "gauge",
-            "Client connections open.",
-            self.registry.active() as f64,
-        );
-        x.single(
-            "crudrs_queue_depth",
-            "gauge",
-            "Ready connections waiting in the task queue for a worker.",
-            self.queue.len() as f64,
-        );
-        x.single(
-            "crudrs_busy_workers",
-            "gauge",
-            "Workers serving a connection.",
-            busy as f64,
-        );
-        x.single(
-            "crudrs_workers",
-            "gauge",
-            "Worker threads.",
-            self.config.threads as f64,
-        );
-        let counters: [(&str, &str, &AtomicU64); 6] = [
-            (
-                "crudrs_connections_accepted_total",
-                "Connections accepted.",
-                &self.stats.accepted,
-            ),
-            (
-                "crudrs_connections_refused_total",
-                "Connections refused 503 at the connection limit.",
-                &self.stats.rejected,
-            ),
-            (
-                "crudrs_request_timeouts_total",
-                "Requests answered 408: the head or body did not arrive in time.",
-                &self.stats.timeouts,
-            ),
-            (
-                "crudrs_shed_requests_total",
-                "Requests refused 503 while shedding load.",
-                &self.stats.shed,
-            ),
-            (
-                "crudrs_panics_total",
-                "Panics caught while serving (each cost one connection).",
-                &self.stats.panics,
-            ),
-            (
-                "crudrs_abandoned_requests_total",
-                "Requests dropped unserved because their client had gone.",
-                &self.stats.abandoned,
-            ),
-        ];
-        for (name, help, value) in counters {
-            x.single(name, "counter", help, value.load(Ordering::Relaxed) as f64);
+        EngineGauges {
+            active_requests: (busy + waiting) as u64,
+            open_connections: self.registry.active() as u64,
+            queue_depth: self.queue.len() as u64,
+            busy_workers: busy as u64,
+            workers: self.config.threads as u64,
+            accepted: load(&self.stats.accepted),
+            refused: load(&self.stats.rejected),
+            timeouts: load(&self.stats.timeouts),
+            shed: load(&self.stats.shed),
+            panics: load(&self.stats.panics),
+            abandoned: load(&self.stats.abandoned),
         }
     }
 

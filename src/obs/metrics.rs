@@ -139,9 +139,114 @@ pub struct RouteLabels {
     pub method: &'static str,
 }
 
-/// Renders figures only another layer can read (the engine's connections and
-/// queue), at scrape time.
-pub type Gauges = Box<dyn Fn(&mut Exposition) + Send + Sync>;
+/// Figures only the engine can read, taken at scrape time.
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+pub struct EngineGauges {
+    /// Requests served now or waiting for a hashing permit or a group commit.
+    pub active_requests: u64,
+    pub open_connections: u64,
+    pub queue_depth: u64,
+    pub busy_workers: u64,
+    pub workers: u64,
+    pub accepted: u64,
+    pub refused: u64,
+    pub timeouts: u64,
+    pub shed: u64,
+    pub panics: u64,
+    pub abandoned: u64,
+}
+
+impl EngineGauges {
+    fn render(&self, x: &mut Exposition) {
+        let gauges = [
+            (
+                "http_server_active_requests",
+                "Requests being served or waiting for a hashing permit or a group commit.",
+                self.active_requests,
+            ),
+            (
+                "crudrs_open_connections",
+                "Client connections open.",
+                self.open_connections,
+            ),
+            (
+                "crudrs_queue_depth",
+                "Ready connections waiting in the task queue for a worker.",
+                self.queue_depth,
+            ),
+            (
+                "crudrs_busy_workers",
+                "Workers serving a connection.",
+                self.busy_workers,
+            ),
+            ("crudrs_workers", "Worker threads.", self.workers),
+        ];
+        for (name, help, v) in gauges {
+            x.single(name, "gauge", help, v as f64);
+        }
+        let counters = [
+            (
+                "crudrs_connections_accepted_total",
+                "Connections accepted.",
+                self.accepted,
+            ),
+            (
+                "crudrs_connections_refused_total",
+                "Connections refused 503 at the connection limit.",
+                self.refused,
+            ),
+            (
+                "crudrs_request_timeouts_total",
+                "Requests answered 408: the head or body did not arrive in time.",
+                self.timeouts,
+            ),
+            (
+                "crudrs_shed_requests_total",
+                "Requests refused 503 while shedding load.",
+                self.shed,
+            ),
+            (
+                "crudrs_panics_total",
+                "Panics caught while serving (each cost one connection).",
+                self.panics,
+            ),
+            (
+                "crudrs_abandoned_requests_total",
+                "Requests dropped unserved because their client had gone.",
+                self.abandoned,
+            ),
+        ];
+        for (name, help, v) in counters {
+            x.single(name, "counter", help, v as f64);
+        }
+    }
+}
+
+/// Reads the engine's gauges (set by the engine at start-up).
+pub type Gauges = Box<dyn Fn() -> EngineGauges + Send + Sync>;
+
+/// One route's figures since start, summed over the workers.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RouteFigures {
+    pub route: &'static str,
+    pub method: &'static str,
+    /// Requests by status code (`0`: a status not counted one by one).
+    pub statuses: Vec<(u16, u64)>,
+    /// Duration bucket counts (not cumulative; the last is +Inf), bounds in
+    /// [`DURATION_BUCKETS`].
+    pub buckets: Vec<u64>,
+}
+
+/// Everything per-worker, summed: for the admin dashboard.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Figures {
+    pub routes: Vec<RouteFigures>,
+    pub bounds: &'static [f64],
+    pub queue_wait: Vec<u64>,
+    pub batches: u64,
+    pub batched_requests: u64,
+    pub engine: EngineGauges,
+}
 
 /// Every worker's block, and when the process started.
 pub struct Metrics {
@@ -173,11 +278,48 @@ impl Metrics {
         &self.workers[i.min(self.workers.len() - 1)]
     }
 
+    /// The engine's gauges now (zero before the engine registered them).
+    pub fn engine(&self) -> EngineGauges {
+        self.gauges.get().map(|g| g()).unwrap_or_default()
+    }
+
+    /// The per-worker figures summed, and the engine's gauges.
+    pub fn figures(&self) -> Figures {
+        let sum = |f: &dyn Fn(&WorkerMetrics) -> u64| -> u64 { self.workers.iter().map(f).sum() };
+        let routes = self
+            .routes
+            .iter()
+            .enumerate()
+            .map(|(r, labels)| RouteFigures {
+                route: labels.template,
+                method: labels.method,
+                statuses: (0..STATUS_SLOTS)
+                    .map(|s| {
+                        let status = STATUSES.get(s).copied().unwrap_or(0);
+                        (status, sum(&|w| w.requests[r * STATUS_SLOTS + s].get()))
+                    })
+                    .filter(|&(_, n)| n > 0)
+                    .collect(),
+                buckets: (0..=DURATION_BUCKETS.len())
+                    .map(|b| sum(&|w| w.durations[r].buckets[b].get()))
+                    .collect(),
+            })
+            .collect();
+        Figures {
+            routes,
+            bounds: &DURATION_BUCKETS,
+            queue_wait: (0..=DURATION_BUCKETS.len())
+                .map(|b| sum(&|w| w.queue_wait.buckets[b].get()))
+                .collect(),
+            batches: sum(&|w| w.batch_size.buckets.iter().map(Counter::get).sum()),
+            batched_requests: sum(&|w| w.batch_size.sum.get()),
+            engine: self.engine(),
+        }
+    }
+
     /// Renders the per-worker figures, summed, and the engine's gauges.
     pub fn render(&self, x: &mut Exposition) {
-        if let Some(gauges) = self.gauges.get() {
-            gauges(x);
-        }
+        self.engine().render(x);
         let sum = |f: &dyn Fn(&WorkerMetrics) -> u64| -> u64 { self.workers.iter().map(f).sum() };
         x.family(
             "http_server_requests_total",

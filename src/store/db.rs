@@ -225,6 +225,11 @@ impl Db {
         self.breaker.state()
     }
 
+    /// An operator's order: hold the breaker open for this long, or close it.
+    pub fn force_breaker(&self, open: Option<Duration>) {
+        self.breaker.force(open, Instant::now());
+    }
+
     /// Times the breaker has opened.
     pub fn breaker_opened(&self) -> u64 {
         self.breaker.opened()

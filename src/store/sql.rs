@@ -9,14 +9,14 @@ pub const SCHEMA: &str = include_str!("../../schema.sql");
 pub const CREATE_USER_WITH_TOKEN: &str = "\
 WITH u AS (
     INSERT INTO users (username, email, password_hash) VALUES ($1, $2, $3)
-    RETURNING id, tier
+    RETURNING id, tier, role
 )
 INSERT INTO api_tokens (token_hash, user_id, expires_at)
 SELECT $4, u.id, now() + make_interval(secs => $5) FROM u
-RETURNING user_id, (SELECT tier FROM u), expires_at";
+RETURNING user_id, (SELECT tier FROM u), expires_at, (SELECT role FROM u)";
 
 /// $1 username.
-pub const FIND_USER: &str = "SELECT id, password_hash, tier FROM users WHERE username = $1";
+pub const FIND_USER: &str = "SELECT id, password_hash, tier, role FROM users WHERE username = $1";
 
 /// $1 token hash, $2 user id, $3 TTL seconds.
 pub const INSERT_TOKEN: &str = "\
@@ -26,9 +26,29 @@ RETURNING expires_at";
 
 /// $1 token hash. Only live tokens are found.
 pub const LOOKUP_TOKEN: &str = "\
-SELECT t.user_id, u.tier, t.expires_at
+SELECT t.user_id, u.tier, t.expires_at, u.role
 FROM api_tokens t JOIN users u ON u.id = t.user_id
 WHERE t.token_hash = $1 AND t.revoked_at IS NULL AND t.expires_at > now()";
+
+/// Creates an admin account, or makes an existing user one. $1 username, $2
+/// email (for a new account), $3 PHC hash (of a password nobody is told).
+pub const CREATE_ADMIN: &str = "\
+INSERT INTO users (username, email, password_hash, role) VALUES ($1, $2, $3, 'admin')
+ON CONFLICT (username) DO UPDATE SET role = 'admin'
+RETURNING id, tier";
+
+/// $1 username.
+pub const USER_TIER: &str = "SELECT id, tier, role FROM users WHERE username = $1";
+
+/// $1 username, $2 tier.
+pub const SET_TIER: &str = "UPDATE users SET tier = $2 WHERE username = $1 RETURNING id";
+
+/// Revokes every live token of a user. $1 username.
+pub const REVOKE_USER_TOKENS: &str = "\
+UPDATE api_tokens t SET revoked_at = now()
+FROM users u
+WHERE u.id = t.user_id AND u.username = $1 AND t.revoked_at IS NULL
+RETURNING t.token_hash";
 
 /// $1 token hash.
 pub const REVOKE_TOKEN: &str =

@@ -162,6 +162,25 @@ impl Breaker {
         }
     }
 
+    /// An operator's order: open for `hold` (then probes as after a trip), or
+    /// close now (failures forgotten).
+    pub fn force(&self, open: Option<Duration>, now: Instant) {
+        let mut inner = self.inner.lock();
+        match open {
+            Some(hold) => {
+                *inner = Inner::Open { until: now + hold };
+                self.healthy.store(false, Ordering::Release);
+                self.opened.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!("{} breaker forced open for {hold:?}", self.name);
+            }
+            None => {
+                *inner = Inner::Closed { failures: 0 };
+                self.healthy.store(true, Ordering::Release);
+                tracing::warn!("{} breaker forced closed", self.name);
+            }
+        }
+    }
+
     pub fn state(&self) -> State {
         match *self.inner.lock() {
             Inner::Closed { .. } => State::Closed,
@@ -252,5 +271,19 @@ mod tests {
         assert_eq!(b.state(), State::Open, "only the probe closes an open breaker");
         b.failure(t + Duration::from_secs(1));
         assert_eq!(b.admit(t + RESET), Ok(Admit::Probe), "the reset time stands");
+    }
+
+    #[test]
+    fn an_operator_can_force_it_open_and_closed() {
+        let b = Breaker::new("db", 3, RESET);
+        let t = Instant::now();
+        b.force(Some(Duration::from_secs(60)), t);
+        assert_eq!(b.state(), State::Open);
+        assert!(b.admit(t + Duration::from_secs(59)).is_err());
+        assert_eq!(b.admit(t + Duration::from_secs(60)), Ok(Admit::Probe));
+        b.force(None, t);
+        assert_eq!(b.state(), State::Closed);
+        assert_eq!(b.admit(t), Ok(Admit::Pass));
+        assert_eq!(b.opened(), 1);
     }
 }

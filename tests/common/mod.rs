@@ -97,6 +97,8 @@ impl Drop for TestDb {
 
 /// The server binary, running against a test database.
 pub struct Server {
+    /// Lines the server printed on stdout after the first (the address).
+    pub stdout: std::sync::mpsc::Receiver<String>,
     pub child: Child,
     pub addr: SocketAddr,
     /// The server's data directory (uploaded files), private to this server.
@@ -145,12 +147,11 @@ impl Server {
         let stdout = child.stdout.take().expect("piped stdout");
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
-            let mut lines = BufReader::new(stdout).lines();
-            if let Some(Ok(line)) = lines.next() {
+            // Every line goes to the test (the receiver may be gone: then they are
+            // dropped, and the pipe still never fills).
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 let _ = tx.send(line);
             }
-            // Keep draining so the server never blocks on a full pipe.
-            for _ in lines {}
         });
         let line = rx
             .recv_timeout(bound(Duration::from_secs(30)))
@@ -162,6 +163,7 @@ impl Server {
             .and_then(|s| s.parse().ok())
             .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
         Server {
+            stdout: rx,
             child,
             addr,
             data_dir,
