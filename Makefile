@@ -1,6 +1,7 @@
 # crudrs — one command runs the server, one passes the tests.
 #   make run [THREADS=4] [ARGS="--port 8080"]   release build + local PostgreSQL + server
 #   make test                                   every test of the workspace, against a real PostgreSQL
+#   make test-api                               Schemathesis against a running server and its /openapi.json
 #   make test-stress [RUNS=3]                   the same while every CPU is kept busy by busy loops
 #   make bench / bench-health                   benchmarks (server on CPU 1, load on CPU 0)
 #   make db / db-stop                           start or stop the project-local cluster (.pg/)
@@ -13,7 +14,7 @@ CARGO ?= cargo
 
 RUNS ?= 3
 
-.PHONY: run build test test-stress lint fmt db db-stop bench bench-health bench-upload clean-db
+.PHONY: run build test test-api test-stress lint fmt db db-stop bench bench-health bench-upload clean-db
 
 build:
 	$(CARGO) build --release --workspace
@@ -23,6 +24,9 @@ run: build
 
 test:
 	scripts/with-db.sh $(CARGO) test --workspace
+
+test-api:
+	scripts/test-api.sh
 
 test-stress:
 	CARGO=$(CARGO) scripts/test-stress.sh $(RUNS)

@@ -97,6 +97,9 @@ fn valid_username(u: &str) -> bool {
         .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
 }
 
+/// A deliberately plain address rule, the one /openapi.json states as a pattern:
+/// visible ASCII only, one `@` with something before it, and a domain with a dot,
+/// neither starting nor ending with one. (Internationalised addresses are refused.)
 fn valid_email(e: &str) -> bool {
     match e.split_once('@') {
         Some((local, domain)) => {
@@ -105,7 +108,7 @@ fn valid_email(e: &str) -> bool {
                 && !domain.starts_with('.')
                 && !domain.ends_with('.')
                 && !domain.contains('@')
-                && !e.chars().any(|c| c.is_whitespace() || c.is_control())
+                && e.bytes().all(|b| (0x21..=0x7e).contains(&b))
         }
         None => false,
     }

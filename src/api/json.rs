@@ -69,7 +69,8 @@ impl Fields {
         }
     }
 
-    /// A string of `min..=max` bytes without NUL.
+    /// A string of `min..=max` characters (as JSON Schema counts them: Unicode
+    /// scalar values) without NUL.
     pub fn string(&mut self, field: &str, min: usize, max: usize) -> Option<String> {
         let v = self.get(field)?;
         let Value::String(s) = v else {
@@ -77,8 +78,9 @@ impl Fields {
             return None;
         };
         let s = s.clone();
-        if s.len() < min || s.len() > max {
-            self.problem(field, &format!("must be {min} to {max} bytes long"));
+        let chars = s.chars().count();
+        if chars < min || chars > max {
+            self.problem(field, &format!("must be {min} to {max} characters long"));
             return None;
         }
         if s.contains('\0') {
@@ -100,24 +102,27 @@ impl Fields {
         }
     }
 
-    /// An integer that fits in 32 signed bits.
-    /// An integer in `min..=max`, or `None` when the field is absent.
+    /// An integer in `min..=max`, or `None` when the field is absent (`null` is
+    /// not absent: it is refused like any other non-integer).
     pub fn optional_u64(&mut self, field: &str, min: u64, max: u64) -> Option<u64> {
-        match self.map.get(field)? {
-            Value::Null => None,
-            v => match v.as_u64() {
-                Some(n) if (min..=max).contains(&n) => Some(n),
-                _ => {
-                    self.problem(field, &format!("must be an integer from {min} to {max}"));
-                    None
-                }
-            },
+        let v = self.map.get(field)?;
+        // JSON has one number type: 30.0 is the integer 30 (JSON Schema agrees).
+        let n = v
+            .as_u64()
+            .or_else(|| integral(v).and_then(|f| u64::try_from(f).ok()));
+        match n {
+            Some(n) if (min..=max).contains(&n) => Some(n),
+            _ => {
+                self.problem(field, &format!("must be an integer from {min} to {max}"));
+                None
+            }
         }
     }
 
+    /// An integer that fits in 32 signed bits.
     pub fn int32(&mut self, field: &str) -> Option<i32> {
         let v = self.get(field)?;
-        match v.as_i64().map(i32::try_from) {
+        match v.as_i64().or_else(|| integral(v)).map(i32::try_from) {
             Some(Ok(n)) => Some(n),
             Some(Err(_)) => {
                 self.problem(field, "must fit in a 32-bit signed integer");
@@ -130,7 +135,8 @@ impl Fields {
         }
     }
 
-    /// An array of at most `max_items` strings, each 1 to `max_len` bytes without NUL.
+    /// An array of at most `max_items` strings, each 1 to `max_len` characters
+    /// without NUL.
     pub fn strings(&mut self, field: &str, max_items: usize, max_len: usize) -> Option<Vec<String>> {
         let v = self.get(field)?;
         let Value::Array(items) = v else {
@@ -145,7 +151,7 @@ impl Fields {
         let mut bad = None;
         for (i, item) in items.iter().enumerate() {
             match item {
-                Value::String(s) if !s.is_empty() && s.len() <= max_len && !s.contains('\0') => {
+                Value::String(s) if !s.is_empty() && s.chars().count() <= max_len && !s.contains('\0') => {
                     out.push(s.clone())
                 }
                 _ => {
@@ -172,6 +178,12 @@ impl Fields {
             Err(ApiError::Invalid(self.problems.join("; ")))
         }
     }
+}
+
+/// A JSON number with no fractional part (`30.0`), as an integer.
+fn integral(v: &Value) -> Option<i64> {
+    let f = v.as_f64()?;
+    (f.fract() == 0.0 && f.abs() < 9.0e15).then_some(f as i64)
 }
 
 #[cfg(test)]
@@ -204,6 +216,9 @@ mod tests {
     fn int32_range_and_content_type() {
         let mut f = Fields::parse(br#"{"m": 4294967296}"#, &["m"]).expect("object");
         assert!(f.int32("m").is_none());
+        let mut f = Fields::parse(br#"{"m": 30.0, "n": 30.5}"#, &["m", "n"]).expect("object");
+        assert_eq!(f.int32("m"), Some(30));
+        assert_eq!(f.int32("n"), None);
         assert!(check_content_type(Some("application/json; charset=utf-8")).is_ok());
         assert!(check_content_type(None).is_ok());
         assert!(check_content_type(Some("text/plain")).is_err());

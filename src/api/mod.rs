@@ -19,6 +19,7 @@ mod health;
 mod json;
 pub(crate) mod limits;
 mod metrics;
+mod openapi;
 mod passwords;
 pub(crate) mod request;
 pub(crate) mod route;
@@ -147,6 +148,10 @@ impl Api {
             Route::Health => health::health(out),
             Route::Ready => health::ready(st, out),
             Route::Metrics => metrics::metrics(st, req, out),
+            Route::OpenApi => {
+                out.extend_from_slice(&st.openapi);
+                Ok(Reply::json(200))
+            }
             Route::AdminPage => admin::page(out),
             Route::AdminStats => admin::stats(st, req, out),
             Route::AdminBreakers => admin::breakers(st, req, out),

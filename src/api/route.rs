@@ -17,6 +17,8 @@ pub enum Route {
     Ready,
     /// GET /metrics (Prometheus).
     Metrics,
+    /// GET /openapi.json.
+    OpenApi,
     AuthCreate,
     AuthLogin,
     AuthLogout,
@@ -175,6 +177,7 @@ impl Route {
             Route::Health
             | Route::Ready
             | Route::Metrics
+            | Route::OpenApi
             | Route::InjectedPanic
             | Route::InjectedSleep(_) => Kind::Health,
             Route::AdminPage
@@ -208,7 +211,7 @@ impl Route {
     /// what runs argon2 or stores a file costs more than a plain request.
     pub fn cost(self) -> u64 {
         match self {
-            Route::Health | Route::Ready | Route::Metrics => 0,
+            Route::Health | Route::Ready | Route::Metrics | Route::OpenApi => 0,
             Route::AuthCreate => 10,
             Route::AuthLogin | Route::FileUpload => 5,
             _ => 1,
@@ -249,6 +252,7 @@ impl Route {
             Route::AdminUserTier(_) => 23,
             Route::AdminUserSetTier(_) => 24,
             Route::AdminUserRevoke(_) => 25,
+            Route::OpenApi => 26,
         }
     }
 
@@ -300,6 +304,7 @@ pub const ROUTE_LABELS: &[RouteLabels] = &[
     labels("GET", "/admin/api/users/{name}/tier"),
     labels("PUT", "/admin/api/users/{name}/tier"),
     labels("POST", "/admin/api/users/{name}/revoke-tokens"),
+    labels("GET", "/openapi.json"),
     labels("_OTHER", ""),
 ];
 
@@ -317,6 +322,7 @@ pub fn route(method: Method, path: &str) -> Result<Route, ApiError> {
         "/health" => (Route::Health, GET, is_get),
         "/ready" => (Route::Ready, GET, is_get),
         "/metrics" => (Route::Metrics, GET, is_get),
+        "/openapi.json" => (Route::OpenApi, GET, is_get),
         "/auth/create" => (Route::AuthCreate, POST, is_post),
         "/auth/login" => (Route::AuthLogin, POST, is_post),
         "/auth/logout" => (Route::AuthLogout, POST, is_post),
@@ -483,6 +489,7 @@ mod tests {
             Route::AdminUserTier(Name::parse("a").expect("name")),
             Route::AdminUserSetTier(Name::parse("a").expect("name")),
             Route::AdminUserRevoke(Name::parse("a").expect("name")),
+            Route::OpenApi,
         ];
         let slots: std::collections::HashSet<usize> = all.iter().map(|r| r.slot()).collect();
         assert_eq!(slots.len(), all.len());

@@ -28,6 +28,8 @@ pub struct State {
     pub increments: AtomicU64,
     pub uploads: AtomicU64,
     pub upload_bytes: AtomicU64,
+    /// GET /openapi.json, rendered once.
+    pub openapi: Vec<u8>,
 }
 
 impl State {
@@ -59,6 +61,9 @@ impl State {
             increments: AtomicU64::new(0),
             uploads: AtomicU64::new(0),
             upload_bytes: AtomicU64::new(0),
+            openapi: super::openapi::document(config.test_routes)
+                .to_string()
+                .into_bytes(),
             db,
             config: config.clone(),
         })
