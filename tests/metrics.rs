@@ -107,6 +107,21 @@ fn metrics_parse_and_move_with_traffic() {
     // Four units: two increments, then two /stats, then 429.
     assert_eq!(statuses, [200, 200, 429]);
 
+    // A key used twice is found in the token cache twice (creating its account
+    // cached it); a server of its own, so no other test traffic counts.
+    let user_server = Server::start(&db.url, &["1", "--metrics-token", &token]);
+    let user_api = Api::new(user_server.addr);
+    let key = user_api.user("cached");
+    for _ in 0..2 {
+        assert_eq!(user_api.get("/api/samples", Some(&key)).status, 200);
+    }
+    let cached = scrape(&user_api, &token);
+    assert_eq!(
+        value(&cached, "crudrs_cache_requests_total{cache=tokens,result=hit}"),
+        2.0
+    );
+    assert_eq!(value(&cached, "crudrs_cache_entries{cache=tokens}"), 1.0);
+
     let after = scrape(&api, &token);
     let moved = |key: &str| value(&after, key) - before.get(key).copied().unwrap_or(0.0);
     assert_eq!(moved(health), 5.0);

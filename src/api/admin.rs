@@ -85,9 +85,13 @@ fn breakers_json(st: &State) -> serde_json::Value {
 }
 
 fn caches_json(st: &State) -> serde_json::Value {
+    let cache = |name: CacheName, c: tokens::CacheCounts| {
+        serde_json::json!({"name": name.as_str(), "entries": c.entries, "hits": c.hits,
+                           "misses": c.misses, "stale": c.stale})
+    };
     serde_json::json!([
-        {"name": CacheName::Tokens.as_str(), "entries": st.tokens.len()},
-        {"name": CacheName::BadTokens.as_str(), "entries": st.bad_tokens.len()},
+        cache(CacheName::Tokens, st.tokens.counts()),
+        cache(CacheName::BadTokens, st.bad_tokens.counts()),
     ])
 }
 

@@ -8,6 +8,7 @@
 
 use super::error::{ApiError, Error};
 use super::request::{Reply, Request};
+use super::route::CacheName;
 use super::state::State;
 use crate::obs::metrics::{render_process, Exposition};
 use std::sync::atomic::Ordering::Relaxed;
@@ -102,6 +103,30 @@ pub fn metrics(st: &State, req: &Request<'_>, out: &mut Vec<u8>) -> Result<Reply
         "Logins refused 429 by the failed-login limits.",
         logins as f64,
     );
+
+    x.family(
+        "crudrs_cache_requests_total",
+        "counter",
+        "Cache lookups by cache and result (stale: found, but expired or due for a re-check).",
+    );
+    x.family("crudrs_cache_entries", "gauge", "Entries held, by cache.");
+    for (name, c) in [
+        (CacheName::Tokens, st.tokens.counts()),
+        (CacheName::BadTokens, st.bad_tokens.counts()),
+    ] {
+        for (result, n) in [("hit", c.hits), ("miss", c.misses), ("stale", c.stale)] {
+            x.sample(
+                "crudrs_cache_requests_total",
+                &[("cache", name.as_str()), ("result", result)],
+                n as f64,
+            );
+        }
+        x.sample(
+            "crudrs_cache_entries",
+            &[("cache", name.as_str())],
+            c.entries as f64,
+        );
+    }
 
     let events = st.events.stats();
     x.single(

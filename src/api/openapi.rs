@@ -406,7 +406,8 @@ pub fn document(test_routes: bool) -> Value {
                 "Breakers": {"type": "array", "items": {"type": "object", "required": ["dependency", "state", "opened"], "properties": {
                     "dependency": {"type": "string"}, "state": {"enum": ["closed", "open", "half-open"]}, "opened": {"type": "integer"}}}},
                 "Caches": {"type": "array", "items": {"type": "object", "required": ["name", "entries"], "properties": {
-                    "name": {"type": "string"}, "entries": {"type": "integer"}}}}
+                    "name": {"type": "string"}, "entries": {"type": "integer"}, "hits": {"type": "integer"},
+                    "misses": {"type": "integer"}, "stale": {"type": "integer"}}}}
             }
         }
     })

@@ -16,6 +16,7 @@ use crate::store::hex::{decode_hex, encode_hex};
 use parking_lot::Mutex;
 use sha2::{Digest, Sha256};
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 pub type TokenHash = [u8; 32];
@@ -98,6 +99,20 @@ pub struct TokenCache {
     capacity: usize,
     /// How long an entry is trusted before the database is asked again.
     recheck: Duration,
+    /// Lookups answered from the cache, not found, and found expired or due for a
+    /// re-check (for metrics; bumped under the map's lock, so uncontended).
+    hits: AtomicU64,
+    misses: AtomicU64,
+    stale: AtomicU64,
+}
+
+/// How a cache's lookups went since start.
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+pub struct CacheCounts {
+    pub entries: u64,
+    pub hits: u64,
+    pub misses: u64,
+    pub stale: u64,
 }
 
 impl TokenCache {
@@ -106,6 +121,18 @@ impl TokenCache {
             map: Mutex::new(HashMap::with_capacity(capacity.min(1 << 16))),
             capacity,
             recheck,
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
+            stale: AtomicU64::new(0),
+        }
+    }
+
+    pub fn counts(&self) -> CacheCounts {
+        CacheCounts {
+            entries: self.len() as u64,
+            hits: self.hits.load(Relaxed),
+            misses: self.misses.load(Relaxed),
+            stale: self.stale.load(Relaxed),
         }
     }
 
@@ -113,11 +140,16 @@ impl TokenCache {
     pub fn get(&self, hash: &TokenHash) -> Option<Principal> {
         let now = Instant::now();
         let mut map = self.map.lock();
-        let entry = *map.get(hash)?;
+        let Some(entry) = map.get(hash).copied() else {
+            self.misses.fetch_add(1, Relaxed);
+            return None;
+        };
         if now >= entry.expires || now >= entry.stale {
             map.remove(hash);
+            self.stale.fetch_add(1, Relaxed);
             return None;
         }
+        self.hits.fetch_add(1, Relaxed);
         Some(entry.principal)
     }
 
@@ -162,6 +194,8 @@ impl TokenCache {
 pub struct BadTokens {
     set: Mutex<HashSet<TokenHash>>,
     capacity: usize,
+    /// Requests answered from it (for metrics).
+    hits: AtomicU64,
 }
 
 impl BadTokens {
@@ -169,15 +203,30 @@ impl BadTokens {
         BadTokens {
             set: Mutex::new(HashSet::with_capacity(capacity.min(1 << 12))),
             capacity,
+            hits: AtomicU64::new(0),
         }
     }
 
     pub fn contains(&self, hash: &TokenHash) -> bool {
-        self.set.lock().contains(hash)
+        let found = self.set.lock().contains(hash);
+        if found {
+            self.hits.fetch_add(1, Relaxed);
+        }
+        found
     }
 
     pub fn len(&self) -> usize {
         self.set.lock().len()
+    }
+
+    /// Its size and hits (a miss here is a token not known to be bad: the token
+    /// cache's figures tell the rest).
+    pub fn counts(&self) -> CacheCounts {
+        CacheCounts {
+            entries: self.len() as u64,
+            hits: self.hits.load(Relaxed),
+            ..CacheCounts::default()
+        }
     }
 
     pub fn clear(&self) {
