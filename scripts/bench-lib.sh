@@ -56,3 +56,11 @@ wrk_cpu() { # wrk_cpu PORT PID PATH: "req/s cpu-us-per-request" of one wrk -t1 -
         /Non-2xx/ {print "non-2xx answers: " $0 > "/dev/stderr"}
         END {printf "%.0f %.3f\n", r, t / hz * 1e6 / n}'
 }
+
+start_one_worker() { # start_one_worker DB_URL DIR PORT [FLAGS]: a 1-worker server on the server CPU; prints its pid
+    local url=$1 dir=$2 port=$3
+    shift 3
+    taskset -c "$SERVER_CPU" "$ROOT/target/release/server" 1 --port "$port" --database-url "$url" \
+        --data-dir "$dir/data-$port" --no-stats "$@" >/dev/null 2>"$dir/server-$port.log" &
+    echo $!
+}

@@ -23,13 +23,8 @@ tmp=$(mktemp -d)
 cleanup() { for p in ${off:-} ${on:-}; do kill "$p" 2>/dev/null || true; done; rm -rf "$tmp"; }
 trap cleanup EXIT
 
-start() { # start PORT RATE_LIMITS: a 1-worker server on CPU 1; prints its pid
-    RATE_LIMITS=$2 taskset -c "$SERVER_CPU" target/release/server 1 --port "$1" --database-url "$admin" \
-        --data-dir "$tmp/data-$1" --no-stats >/dev/null 2>"$tmp/server-$1.log" &
-    echo $!
-}
-off=$(start "$PORT_OFF" off)
-on=$(start "$PORT_ON" "anonymous=1000000000/m")
+off=$(start_one_worker "$admin" "$tmp" "$PORT_OFF" --rate-limits off)
+on=$(start_one_worker "$admin" "$tmp" "$PORT_ON" --rate-limits "anonymous=1000000000/m")
 wait_port "$PORT_OFF"
 wait_port "$PORT_ON"
 

@@ -16,15 +16,8 @@ tmp=$(mktemp -d)
 cleanup() { for p in ${on:-} ${off:-}; do kill "$p" 2>/dev/null || true; done; rm -rf "$tmp"; }
 trap cleanup EXIT
 
-start() { # start PORT [FLAGS]: a 1-worker server on CPU 1; prints its pid
-    local port=$1
-    shift
-    taskset -c "$SERVER_CPU" target/release/server 1 --port "$port" --database-url "$admin" \
-        --data-dir "$tmp/data-$port" --no-stats "$@" >/dev/null 2>"$tmp/server-$port.log" &
-    echo $!
-}
-on=$(start "$PORT_ON")
-off=$(start "$PORT_OFF" --no-metrics)
+on=$(start_one_worker "$admin" "$tmp" "$PORT_ON")
+off=$(start_one_worker "$admin" "$tmp" "$PORT_OFF" --no-metrics)
 wait_port "$PORT_ON"
 wait_port "$PORT_OFF"
 median() { sort -n | awk '{a[NR] = $1} END {print a[int((NR + 1) / 2)]}'; }

@@ -11,21 +11,6 @@ use common::*;
 use serde_json::json;
 use std::time::Duration;
 
-/// The key `--create-admin` printed.
-fn admin_key(server: &Server) -> String {
-    let line = server
-        .stdout
-        .recv_timeout(bound(Duration::from_secs(10)))
-        .expect("the admin key line");
-    let key = line
-        .split("key ")
-        .nth(1)
-        .and_then(|rest| rest.split_whitespace().next())
-        .unwrap_or_else(|| panic!("unexpected line {line:?}"));
-    assert_eq!(key.len(), 64, "{line}");
-    key.to_string()
-}
-
 fn put(api: &Api, path: &str, token: &str, body: &serde_json::Value) -> Response {
     api.call("PUT", path, Some(token), Some(&body.to_string()))
 }

@@ -72,18 +72,7 @@ fn the_dashboard_shows_live_figures_in_a_browser() {
     let python = script("py-venv.sh");
     let db = TestDb::new("dashboard");
     let server = Server::start(&db.url, &["2", "--create-admin", "boss"]);
-    let line = server
-        .stdout
-        .recv_timeout(bound(Duration::from_secs(10)))
-        .expect("the admin key line");
-    let key = line
-        .split("key ")
-        .nth(1)
-        .unwrap()
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .to_string();
+    let key = admin_key(&server);
 
     // Load: health checks and events, until the browser is done.
     let done = Arc::new(AtomicBool::new(false));

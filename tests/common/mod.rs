@@ -535,3 +535,18 @@ pub fn restart_under_load<R: Send + 'static>(
     done.store(true, Ordering::Relaxed);
     workers.into_iter().flat_map(|w| w.join().unwrap()).collect()
 }
+
+/// The key `--create-admin` printed (the server's next stdout line).
+pub fn admin_key(server: &Server) -> String {
+    let line = server
+        .stdout
+        .recv_timeout(bound(Duration::from_secs(10)))
+        .expect("the admin key line");
+    let key = line
+        .split("key ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("unexpected line {line:?}"));
+    assert_eq!(key.len(), 64, "{line}");
+    key.to_string()
+}
