@@ -9,7 +9,6 @@ mod common;
 
 use common::*;
 use serde_json::json;
-use std::time::Duration;
 
 fn put(api: &Api, path: &str, token: &str, body: &serde_json::Value) -> Response {
     api.call("PUT", path, Some(token), Some(&body.to_string()))
