@@ -10,7 +10,8 @@
 //! cost the database at most the anonymous quota per client IP. The price: while
 //! that bucket is empty, a valid token this process has not seen yet is refused
 //! too, until the bucket refills or the token is cached (logging in here caches
-//! it). Routes of cost 0 (/health, /ready) are never limited.
+//! it). Routes of cost 0 (/health, /ready, /metrics, /openapi.json) are never
+//! limited.
 
 use super::auth::{self, Known};
 use super::error::ApiError;

@@ -207,7 +207,8 @@ impl Route {
         }
     }
 
-    /// Rate-limit units the route costs: the probes are free and never limited;
+    /// Rate-limit units the route costs: the probes, the metrics and the API
+    /// description are free and never limited;
     /// what runs argon2 or stores a file costs more than a plain request.
     pub fn cost(self) -> u64 {
         match self {
