@@ -2,6 +2,7 @@
 #   make run [THREADS=4] [ARGS="--port 8080"]   release build + local PostgreSQL + server
 #   make test                                   every test of the workspace, against a real PostgreSQL
 #   make test-api                               Schemathesis against a running server and its /openapi.json
+#   make fuzz [FUZZ_SECS=300]                   the parser's and decoder's property tests, many cases, for a set time
 #   make test-stress [RUNS=3]                   the same while every CPU is kept busy by busy loops
 #   make bench / bench-health                   benchmarks (server on CPU 1, load on CPU 0)
 #   make db / db-stop                           start or stop the project-local cluster (.pg/)
@@ -14,7 +15,7 @@ CARGO ?= cargo
 
 RUNS ?= 3
 
-.PHONY: run build test test-api test-stress lint fmt db db-stop bench bench-health bench-upload clean-db
+.PHONY: run build test test-api fuzz test-stress lint fmt db db-stop bench bench-health bench-upload clean-db
 
 build:
 	$(CARGO) build --release --workspace
@@ -27,6 +28,9 @@ test:
 
 test-api:
 	scripts/test-api.sh
+
+fuzz:
+	scripts/fuzz.sh
 
 test-stress:
 	CARGO=$(CARGO) scripts/test-stress.sh $(RUNS)

@@ -251,4 +251,114 @@ mod tests {
         let r = d.decode(b"5\r\n", |_| Ok::<_, HttpError>(()));
         assert_eq!(r, Err(HttpError::BodyTooLarge));
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// Feeds `input` cut at `cuts` (offsets, any order); returns the body, the
+        /// bytes consumed and whether the body ended, or the first error.
+        fn decode_cut(input: &[u8], cuts: &[usize], limit: u64) -> Result<(Vec<u8>, usize, bool), HttpError> {
+            let mut points: Vec<usize> = cuts.iter().map(|c| c % (input.len() + 1)).collect();
+            points.push(input.len());
+            points.sort_unstable();
+            let mut d = ChunkedDecoder::new(limit);
+            let (mut body, mut consumed) = (Vec::new(), 0);
+            for end in points {
+                if d.is_done() || end <= consumed {
+                    continue;
+                }
+                consumed += d.decode(&input[consumed..end], |b| {
+                    body.extend_from_slice(b);
+                    Ok::<_, HttpError>(())
+                })?;
+            }
+            Ok((body, consumed, d.is_done()))
+        }
+
+        /// A chunked body: its chunks (with an extension or not), the size's case
+        /// and leading zeros, and trailer fields.
+        fn chunked() -> impl Strategy<Value = (Vec<u8>, Vec<u8>)> {
+            let chunk = (
+                prop::collection::vec(any::<u8>(), 1..200),
+                prop::option::of("[a-z]{1,8}(=[a-z0-9]{1,8})?"),
+                any::<bool>(),
+                0usize..3,
+            );
+            let trailer = ("X-[A-Za-z]{1,10}", "[ -~]{0,20}");
+            (
+                prop::collection::vec(chunk, 0..8),
+                prop::collection::vec(trailer, 0..3),
+            )
+                .prop_map(|(chunks, trailers)| {
+                    let (mut wire, mut body) = (Vec::new(), Vec::new());
+                    for (data, ext, upper, zeros) in chunks {
+                        let size = if upper {
+                            format!("{:X}", data.len())
+                        } else {
+                            format!("{:x}", data.len())
+                        };
+                        wire.extend_from_slice("0".repeat(zeros).as_bytes());
+                        wire.extend_from_slice(size.as_bytes());
+                        if let Some(ext) = ext {
+                            wire.extend_from_slice(format!(";{ext}").as_bytes());
+                        }
+                        wire.extend_from_slice(b"\r\n");
+                        wire.extend_from_slice(&data);
+                        wire.extend_from_slice(b"\r\n");
+                        body.extend_from_slice(&data);
+                    }
+                    wire.extend_from_slice(b"0\r\n");
+                    for (name, value) in trailers {
+                        wire.extend_from_slice(format!("{name}: {}\r\n", value.trim()).as_bytes());
+                    }
+                    wire.extend_from_slice(b"\r\n");
+                    (wire, body)
+                })
+        }
+
+        proptest! {
+            /// Any valid chunked body, cut anywhere: the same body, consumed to its
+            /// last byte and no further.
+            #[test]
+            fn prop_a_chunked_body_decodes_the_same_however_it_is_cut(
+                (wire, body) in chunked(),
+                cuts in prop::collection::vec(any::<usize>(), 0..12),
+            ) {
+                let mut input = wire.clone();
+                input.extend_from_slice(b"GET /next HTTP/1.1\r\n\r\n");
+                let (decoded, consumed, done) = decode_cut(&input, &cuts, 1 << 20).expect("valid");
+                prop_assert!(done);
+                prop_assert_eq!(consumed, wire.len());
+                prop_assert_eq!(decoded, body);
+            }
+
+            /// Any bytes, cut anywhere: no panic, never more than the limit decoded,
+            /// never more consumed than given.
+            #[test]
+            fn prop_any_bytes_decode_within_the_limit(
+                input in prop::collection::vec(any::<u8>(), 0..1024),
+                cuts in prop::collection::vec(any::<usize>(), 0..8),
+            ) {
+                if let Ok((decoded, consumed, _)) = decode_cut(&input, &cuts, 100) {
+                    prop_assert!(decoded.len() <= 100);
+                    prop_assert!(consumed <= input.len());
+                }
+            }
+
+            /// Bytes shaped like chunked framing: the same checks, on inputs that
+            /// get past the first size line more often.
+            #[test]
+            fn prop_chunk_like_bytes_decode_within_the_limit(
+                parts in prop::collection::vec("([0-9a-fA-F]{1,20}|[;= a-z]{0,5}|\r\n|\n|\r|[ -~]{0,10})", 0..30),
+                cuts in prop::collection::vec(any::<usize>(), 0..8),
+            ) {
+                let input = parts.concat().into_bytes();
+                if let Ok((decoded, consumed, _)) = decode_cut(&input, &cuts, 100) {
+                    prop_assert!(decoded.len() <= 100);
+                    prop_assert!(consumed <= input.len());
+                }
+            }
+        }
+    }
 }

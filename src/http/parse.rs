@@ -507,4 +507,90 @@ mod tests {
         assert_eq!(h.framing, Framing::Chunked);
         assert!(h.expect_continue);
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// A valid request head: method, path, fields (none that frames or
+        /// repeats), optionally a Content-Length; returns the text, the path and
+        /// the framing.
+        fn request() -> impl Strategy<Value = (String, String, Framing)> {
+            let method =
+                prop::sample::select(vec!["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"]);
+            let path = "/[a-z0-9/._~-]{0,40}";
+            let field = ("X-[A-Za-z0-9-]{1,20}", "[ -~]{0,40}");
+            let length = prop::option::of(0u64..1_000_000);
+            (
+                method,
+                path,
+                prop::collection::vec(field, 0..8),
+                length,
+                any::<bool>(),
+            )
+                .prop_map(|(method, path, fields, length, host)| {
+                    let mut text = format!("{method} {path} HTTP/1.1\r\n");
+                    if host {
+                        text.push_str("Host: example.org\r\n");
+                    }
+                    for (name, value) in &fields {
+                        text.push_str(&format!("{name}: {}\r\n", value.trim()));
+                    }
+                    if let Some(n) = length {
+                        text.push_str(&format!("Content-Length: {n}\r\n"));
+                    }
+                    text.push_str("\r\n");
+                    let framing = length.map_or(Framing::None, Framing::Length);
+                    (text, path, framing)
+                })
+        }
+
+        proptest! {
+            /// Every split of a valid head: the part before the split is only ever
+            /// "incomplete" (never an error, never a different request), and the
+            /// whole parses to what was generated.
+            #[test]
+            fn prop_a_valid_head_parses_the_same_whole_or_split((text, path, framing) in request()) {
+                let bytes = text.as_bytes();
+                for split in 0..bytes.len() {
+                    prop_assert_eq!(parse(&text[..split]).map(|h| h.is_none()), Ok(true), "split at {}", split);
+                }
+                let head = head(&text);
+                prop_assert_eq!(head.len, bytes.len());
+                prop_assert_eq!(head.path.of(bytes), path.as_bytes());
+                prop_assert_eq!(head.framing, framing);
+                // Whatever follows the head (a body, a pipelined request) changes nothing.
+                let more = format!("{text}GET /next HTTP/1.1\r\n\r\n");
+                prop_assert_eq!(parse(&more).map(|h| h.map(|h| (h.len, h.framing))), Ok(Some((head.len, framing))));
+            }
+
+            /// Any bytes at all: no panic, and an answer within bounds: a complete
+            /// head lies inside the input and every span inside the head.
+            #[test]
+            fn prop_any_bytes_get_a_bounded_answer(bytes in prop::collection::vec(any::<u8>(), 0..2048)) {
+                if let Ok(Some(h)) = parse_head(&bytes, &LIMITS) {
+                    prop_assert!(h.len <= bytes.len());
+                    for span in [Some(h.path), h.query, h.content_type, h.authorization, h.request_id].into_iter().flatten() {
+                        prop_assert!(span.start <= span.end && span.end as usize <= h.len);
+                    }
+                }
+            }
+
+            /// Bytes that look like a request: still no panic, and the same answer
+            /// whatever comes after a complete head.
+            #[test]
+            fn prop_request_like_bytes_get_a_bounded_answer(
+                line in "(GET|POST|HEAD|[A-Z]{1,8}) [ -~]{0,30} HTTP/1\\.[0-9]",
+                fields in prop::collection::vec("[ -~\t\r\n]{0,40}", 0..6),
+            ) {
+                let text = format!("{line}\r\n{}\r\n\r\n", fields.join("\r\n"));
+                let whole = parse(&text);
+                if let Ok(Some(h)) = &whole {
+                    prop_assert!(h.len <= text.len());
+                    let more = format!("{text}garbage");
+                    prop_assert_eq!(parse(&more).map(|x| x.map(|x| x.len)), Ok(Some(h.len)));
+                }
+            }
+        }
+    }
 }
