@@ -29,7 +29,9 @@ enum State {
     DataLf,
     /// At the start of a trailer line (or the final empty line).
     TrailerStart,
-    /// Inside a trailer field line.
+    /// Inside a trailer field's name (at least one token character read).
+    TrailerName,
+    /// Inside a trailer field's value, after its colon.
     Trailer,
     /// After the CR of a trailer line.
     TrailerLf,
@@ -139,14 +141,29 @@ impl ChunkedDecoder {
                     self.state = match b {
                         b'\r' => State::EndLf,
                         b'\n' => return Err(bad("lone LF in chunked trailer").into()),
-                        _ => State::Trailer,
+                        b if is_token(b) => State::TrailerName,
+                        _ => return Err(bad("malformed chunked trailer field").into()),
                     };
+                    self.count_trailer()?;
+                }
+                State::TrailerName => {
+                    match b {
+                        b':' => self.state = State::Trailer,
+                        b if is_token(b) => {}
+                        // A line without a colon, or a name with a space or a control
+                        // byte: not a field line (RFC 9112 §5).
+                        _ => return Err(bad("malformed chunked trailer field").into()),
+                    }
                     self.count_trailer()?;
                 }
                 State::Trailer => {
                     match b {
                         b'\r' => self.state = State::TrailerLf,
                         b'\n' => return Err(bad("lone LF in chunked trailer").into()),
+                        b'\t' => {}
+                        b if b < 0x20 || b == 0x7f => {
+                            return Err(bad("control byte in chunked trailer").into())
+                        }
                         _ => {}
                     }
                     self.count_trailer()?;
@@ -191,6 +208,11 @@ fn hex_value(b: u8) -> Option<u8> {
         b'A'..=b'F' => Some(b - b'A' + 10),
         _ => None,
     }
+}
+
+/// A `tchar` of RFC 9110 §5.6.2: what a field name is made of.
+fn is_token(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
 #[cfg(test)]
@@ -250,6 +272,25 @@ mod tests {
         let mut d = ChunkedDecoder::new(4);
         let r = d.decode(b"5\r\n", |_| Ok::<_, HttpError>(()));
         assert_eq!(r, Err(HttpError::BodyTooLarge));
+    }
+
+    #[test]
+    fn trailer_lines_must_be_field_lines() {
+        let ok = b"0\r\nX-A: 1\r\nY:\r\n\r\n";
+        assert!(decode_in_steps(ok, ok.len()).expect("valid").2);
+        for bad in [
+            &b"0\r\nNoColon\r\n\r\n"[..],
+            b"0\r\nX A: 1\r\n\r\n",
+            b"0\r\n: 1\r\n\r\n",
+            b"0\r\n X: 1\r\n\r\n",
+            b"0\r\nX: a\x01b\r\n\r\n",
+        ] {
+            assert!(
+                decode_in_steps(bad, bad.len()).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
     }
 
     mod properties {
