@@ -7,7 +7,7 @@
 //! `create_admin` (`server --create-admin NAME`) makes or promotes an admin at
 //! start-up and returns a new key for it, shown once.
 
-use super::auth::{authenticate, note};
+use super::auth::{authenticate, note, tell, News};
 use super::error::{ApiError, Error};
 use super::json::Fields;
 use super::request::{Reply, Request};
@@ -180,6 +180,7 @@ pub fn set_tier(st: &State, req: &Request<'_>, name: Name, out: &mut Vec<u8>) ->
         .map_err(|e| note(st, e))?;
     let user_id: i64 = rows.first().ok_or(ApiError::NotFound)?.get(0);
     st.tokens.remove_user(user_id);
+    tell(st, &mut db.client, &News::User(user_id));
     json(
         out,
         &serde_json::json!({"username": name.as_str(), "tier": tier.name()}),
@@ -191,14 +192,13 @@ pub fn revoke(st: &State, req: &Request<'_>, name: Name, out: &mut Vec<u8>) -> R
     admin(st, req)?;
     let mut pooled = st.db.get()?;
     let db = &mut *pooled;
-    let exists = !db
+    let user_id: i64 = db
         .client
         .query(crate::store::sql::USER_TIER, &[&name.as_str()])
         .map_err(|e| note(st, e))?
-        .is_empty();
-    if !exists {
-        return Err(ApiError::NotFound.into());
-    }
+        .first()
+        .ok_or(ApiError::NotFound)?
+        .get(0);
     let rows = db
         .client
         .query(crate::store::sql::REVOKE_USER_TOKENS, &[&name.as_str()])
@@ -210,6 +210,7 @@ pub fn revoke(st: &State, req: &Request<'_>, name: Name, out: &mut Vec<u8>) -> R
             st.bad_tokens.insert(hash);
         }
     }
+    tell(st, &mut db.client, &News::User(user_id));
     json(
         out,
         &serde_json::json!({"username": name.as_str(), "revoked": rows.len()}),
@@ -239,5 +240,7 @@ pub fn create_admin(st: &State, name: &str) -> Result<String, String> {
     db.client
         .execute(&db.st.insert_token, &[&&hash[..], &user_id, &ttl])
         .map_err(|e| format!("cannot issue the admin key: {e}"))?;
+    // A promoted user's cached tokens elsewhere still say "not an admin".
+    tell(st, &mut db.client, &News::User(user_id));
     Ok(key)
 }

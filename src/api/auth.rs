@@ -13,6 +13,8 @@ use super::request::{Reply, Request};
 use super::state::State;
 use super::tokens::{self, Principal, Tier, TokenHash};
 use crate::store::db::DbError;
+use crate::store::hex::{decode_hex, encode_hex};
+use crate::store::notify;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
@@ -80,6 +82,71 @@ pub fn lookup(st: &State, hash: &TokenHash) -> Result<Principal, ApiError> {
         .unwrap_or_default();
     st.tokens.insert(*hash, principal, ttl);
     Ok(principal)
+}
+
+/// Tells every server process (through PostgreSQL) that it must forget a token
+/// (`Revoked`) or what it cached of a user (`User`: a tier, role or tokens
+/// changed); each applies it within the listener's poll period.
+pub enum News {
+    Revoked(TokenHash),
+    User(i64),
+}
+
+impl News {
+    fn payload(&self) -> String {
+        match self {
+            News::Revoked(hash) => format!("revoke:{}", encode_hex(hash)),
+            News::User(id) => format!("user:{id}"),
+        }
+    }
+}
+
+/// Sends `news` on `client` (a failure is logged: this process already applied
+/// it, and the others re-check their caches within `--token-recheck`).
+pub fn tell(st: &State, client: &mut postgres::Client, news: &News) {
+    if let Err(e) = notify::notify(client, &news.payload()) {
+        let e = note(st, e);
+        tracing::warn!("could not tell other processes about a token change: {e:?}");
+    }
+}
+
+/// Applies news from another process (or this one: harmless).
+fn apply(st: &State, payload: &str) {
+    if let Some(hex) = payload.strip_prefix("revoke:") {
+        let mut hash = [0u8; 32];
+        if decode_hex(hex.as_bytes(), &mut hash).is_some() {
+            st.tokens.remove(&hash);
+            st.bad_tokens.insert(hash);
+        }
+    } else if let Some(id) = payload.strip_prefix("user:").and_then(|i| i.parse().ok()) {
+        st.tokens.remove_user(id);
+    }
+}
+
+/// Starts listening for other processes' news, for as long as `state` lives.
+/// After every (re)connection the token cache is emptied: news sent while this
+/// process was not listening is lost, so nothing cached may be trusted.
+pub fn listen(state: &std::sync::Arc<State>) -> Result<(), String> {
+    let (alive, news, resync) = (
+        std::sync::Arc::downgrade(state),
+        std::sync::Arc::downgrade(state),
+        std::sync::Arc::downgrade(state),
+    );
+    notify::listen(
+        state.config.database_url.clone(),
+        move || alive.strong_count() > 0,
+        move |payload| {
+            if let Some(st) = news.upgrade() {
+                apply(&st, payload);
+            }
+        },
+        move || {
+            if let Some(st) = resync.upgrade() {
+                st.tokens.clear();
+            }
+        },
+    )
+    .map_err(|e| format!("cannot start the notification listener: {e}"))
 }
 
 /// Turns a query failure into an API error, noting a lost database.
@@ -238,6 +305,7 @@ pub fn logout(st: &State, req: &Request<'_>) -> Result<Reply, Error> {
     db.client
         .execute(&db.st.revoke_token, &[&&hash[..]])
         .map_err(|e| note(st, e))?;
+    tell(st, &mut db.client, &News::Revoked(hash));
     Ok(Reply::empty(204))
 }
 

@@ -62,9 +62,9 @@ impl Api {
     /// Builds the shared state from the config: applies the schema, creates the
     /// pool (without waiting for its connections) and opens the data directory.
     pub fn open(config: &Config, metrics: Arc<Metrics>) -> Result<Api, String> {
-        Ok(Api {
-            state: Arc::new(State::open(config, metrics)?),
-        })
+        let state = Arc::new(State::open(config, metrics)?);
+        auth::listen(&state)?;
+        Ok(Api { state })
     }
 
     /// Makes `name` an admin (creating the account if need be) and returns a new

@@ -3,9 +3,10 @@
 //! A token is 32 random bytes from the OS, shown to the client once as 64 lowercase
 //! hex digits and stored only as its SHA-256. [`TokenCache`] maps that hash to the
 //! owner, tier and expiry so an authenticated request costs no database round trip;
-//! logout removes the entry (revocation by another server process, or a tier
-//! changed in the database, is seen when the entry is re-checked: entries are
-//! trusted for `--token-recheck`). [`BadTokens`] remembers hashes the database did
+//! logout removes the entry, and other server processes hear of it (and of tier
+//! changes and revocations by an admin) through `auth::listen` within a second; a
+//! change made in the database directly is seen when the entry is re-checked:
+//! entries are trusted for `--token-recheck`. [`BadTokens`] remembers hashes the database did
 //! not know (unknown, expired or revoked), so a repeated bad token costs no lookup.
 //!
 //! Why the negative cache needs no expiry: tokens are made only here, from 256

@@ -1,6 +1,7 @@
 //! Everything that persists or aggregates data: the PostgreSQL pool with its
 //! prepared statements ([`db`]), the SQL text ([`sql`]), uploaded files on disk,
-//! content-addressed ([`files`]), and the in-memory 1MRC aggregate ([`events`]).
+//! content-addressed ([`files`]), the in-memory 1MRC aggregate ([`events`]), and
+//! news between server processes through LISTEN/NOTIFY ([`notify`]).
 //!
 //! The store knows nothing of HTTP, routes or connections: it is called by the API
 //! layer with plain values and answers with plain values or a [`db::DbError`].
@@ -9,4 +10,5 @@ pub(crate) mod db;
 pub(crate) mod events;
 pub(crate) mod files;
 pub(crate) mod hex;
+pub(crate) mod notify;
 pub(crate) mod sql;

@@ -1,0 +1,79 @@
+//! Cross-process news through PostgreSQL `LISTEN/NOTIFY`: every server process
+//! listens on one channel on a connection of its own, and tells the others what
+//! they must not keep believing (a token revoked, a user whose tier or tokens
+//! changed). Delivery takes milliseconds; the bound a caller can rely on is "once
+//! the notifying transaction commits, within the listener's poll period".
+//!
+//! A notification sent while a listener is disconnected is lost, so after every
+//! (re)connection the listener calls `resync`: its owner then forgets whatever
+//! the lost news could have been about (the token caches), and asks the database
+//! again.
+
+use postgres::fallible_iterator::FallibleIterator;
+use postgres::{Client, NoTls};
+use std::time::Duration;
+
+/// The channel every process listens on.
+pub const CHANNEL: &str = "crudrs_tokens";
+
+/// How often the listener looks whether its owner is still there (and how long a
+/// notification may wait in the worst case after a reconnection).
+const POLL: Duration = Duration::from_millis(250);
+
+/// Runs the listener on its own thread until `alive` says stop: `on_message` gets
+/// each payload, `resync` runs after each (re)connection.
+pub fn listen(
+    url: String,
+    alive: impl Fn() -> bool + Send + 'static,
+    on_message: impl Fn(&str) + Send + 'static,
+    resync: impl Fn() + Send + 'static,
+) -> std::io::Result<()> {
+    std::thread::Builder::new()
+        .name("notify".into())
+        .spawn(move || {
+            let mut backoff = POLL;
+            while alive() {
+                let connected = Client::connect(&url, NoTls)
+                    .and_then(|mut c| c.batch_execute(&format!("LISTEN {CHANNEL}")).map(|()| c));
+                let mut client = match connected {
+                    Ok(c) => c,
+                    Err(e) => {
+                        tracing::debug!("notification listener cannot connect: {e}");
+                        std::thread::sleep(backoff);
+                        backoff = (backoff * 2).min(Duration::from_secs(5));
+                        continue;
+                    }
+                };
+                backoff = POLL;
+                resync();
+                'connected: while alive() {
+                    {
+                        let mut notifications = client.notifications();
+                        let mut batch = notifications.timeout_iter(POLL);
+                        loop {
+                            match batch.next() {
+                                Ok(Some(n)) => on_message(n.payload()),
+                                Ok(None) => break,
+                                Err(e) => {
+                                    tracing::warn!("notification listener lost its connection: {e}");
+                                    break 'connected;
+                                }
+                            }
+                        }
+                    }
+                    if client.is_closed() {
+                        break;
+                    }
+                }
+            }
+        })
+        .map(|_| ())
+}
+
+/// Sends `payload` on the channel from `client` (delivered when its transaction
+/// commits; at once outside one).
+pub fn notify(client: &mut Client, payload: &str) -> Result<(), postgres::Error> {
+    client
+        .execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &payload])
+        .map(|_| ())
+}
