@@ -2,6 +2,7 @@
 #   make run [THREADS=4] [ARGS="--port 8080"]   release build + local PostgreSQL + server
 #   make test                                   every test of the workspace, against a real PostgreSQL
 #   make test-api                               Schemathesis against a running server and its /openapi.json
+#   make cluster [N=3] / cluster-stop           N instances behind HAProxy on one PostgreSQL (see README)
 #   make fuzz [FUZZ_SECS=300]                   the parser's and decoder's property tests, many cases, for a set time
 #   make test-stress [RUNS=3]                   the same while every CPU is kept busy by busy loops
 #   make bench / bench-health                   benchmarks (server on CPU 1, load on CPU 0)
@@ -15,7 +16,7 @@ CARGO ?= cargo
 
 RUNS ?= 3
 
-.PHONY: run build test test-api fuzz test-stress lint fmt db db-stop bench bench-health bench-upload clean-db
+.PHONY: run build test test-api fuzz cluster cluster-stop cluster-reload test-stress lint fmt db db-stop bench bench-health bench-upload clean-db
 
 build:
 	$(CARGO) build --release --workspace
@@ -31,6 +32,16 @@ test-api:
 
 fuzz:
 	scripts/fuzz.sh
+
+N ?= 3
+cluster: build
+	N=$(N) scripts/cluster.sh start
+
+cluster-stop:
+	scripts/cluster.sh stop
+
+cluster-reload:
+	scripts/cluster.sh reload
 
 test-stress:
 	CARGO=$(CARGO) scripts/test-stress.sh $(RUNS)

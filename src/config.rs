@@ -160,6 +160,10 @@ pub struct Args {
     #[arg(long, env = "TOKEN_RECHECK", default_value = "60s", value_parser = parse_duration)]
     pub token_recheck: Duration,
 
+    /// This instance's name, sent in an X-Instance-Id header on every response and in the metrics (1 to 64 visible ASCII characters; unset: no header).
+    #[arg(long, env = "INSTANCE_ID")]
+    pub instance_id: Option<String>,
+
     /// At start-up, make this user an admin (creating the account if need be) and print a new admin key for it, once, after the listening line.
     #[arg(long, env = "CREATE_ADMIN", value_name = "NAME")]
     pub create_admin: Option<String>,
@@ -377,6 +381,7 @@ pub struct Config {
     pub metrics: bool,
     pub access_log: Option<PathBuf>,
     pub create_admin: Option<String>,
+    pub instance_id: Option<String>,
 }
 
 impl Config {
@@ -402,6 +407,11 @@ impl Config {
             return Err("argon2 memory must be at least 8 KiB and iterations at least 1".into());
         }
         let hash_concurrency = a.hash_concurrency.unwrap_or((threads / 2).max(1));
+        if let Some(id) = &a.instance_id {
+            if id.is_empty() || id.len() > 64 || !id.bytes().all(|b| (0x21..=0x7e).contains(&b)) {
+                return Err("instance-id must be 1 to 64 visible ASCII characters".into());
+            }
+        }
         let rate_limits = parse_tier_limits(&a.rate_limits).map_err(|e| format!("--rate-limits: {e}"))?;
         let login_limits = parse_login_limits(&a.login_limits).map_err(|e| format!("--login-limits: {e}"))?;
         let trusted_proxies = a
@@ -457,6 +467,7 @@ impl Config {
             metrics: !a.no_metrics,
             access_log: a.access_log,
             create_admin: a.create_admin,
+            instance_id: a.instance_id,
         })
     }
 

@@ -159,6 +159,14 @@ pub fn metrics(st: &State, req: &Request<'_>, out: &mut Vec<u8>) -> Result<Reply
         "Bytes of the files uploaded and stored.",
         st.upload_bytes.load(Relaxed) as f64,
     );
+    if let Some(id) = &st.config.instance_id {
+        x.family(
+            "crudrs_instance_info",
+            "gauge",
+            "Which instance this is (--instance-id).",
+        );
+        x.sample("crudrs_instance_info", &[("instance", id)], 1.0);
+    }
     render_process(&mut x, st.metrics.started);
     out.extend_from_slice(text.as_bytes());
     Ok(Reply {

@@ -38,6 +38,9 @@ impl Stopper {
 impl Server {
     /// Applies the schema, binds and spawns every thread.
     pub fn start(config: Config) -> Result<Server, String> {
+        if let Some(id) = &config.instance_id {
+            crate::http::response::set_instance_id(id);
+        }
         let metrics = Arc::new(Metrics::new(config.threads, ROUTE_LABELS));
         let api = Api::open(&config, Arc::clone(&metrics))?;
         let listener = poller::bind(config.addr, config.backlog)

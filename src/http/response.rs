@@ -4,6 +4,17 @@
 //! server will close after it. Nothing here allocates beyond growing the output
 //! buffer, which workers reuse across requests.
 
+/// `X-Instance-Id` of this process (`--instance-id`), set once at start-up: every
+/// response names the instance that made it, so a client behind a load balancer
+/// can tell them apart. A process-wide value because the identity is the
+/// process's.
+static INSTANCE: std::sync::OnceLock<Box<[u8]>> = std::sync::OnceLock::new();
+
+/// Names this process in every response from now on (the first call wins).
+pub fn set_instance_id(id: &str) {
+    let _ = INSTANCE.set(id.as_bytes().into());
+}
+
 /// The interim answer to `Expect: 100-continue`.
 pub const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 
@@ -58,6 +69,10 @@ pub fn encode_head(out: &mut Vec<u8>, date: &[u8], head: &ResponseHead<'_>, cont
     if !head.request_id.is_empty() {
         out.extend_from_slice(b"\r\nX-Request-Id: ");
         out.extend_from_slice(head.request_id);
+    }
+    if let Some(instance) = INSTANCE.get() {
+        out.extend_from_slice(b"\r\nX-Instance-Id: ");
+        out.extend_from_slice(instance);
     }
     if head.close {
         out.extend_from_slice(b"\r\nConnection: close");

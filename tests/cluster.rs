@@ -1,0 +1,122 @@
+//! Three instances on one database behind a real HAProxy (Debian's, installed by
+//! scripts/haproxy.sh, configured by it as `make cluster` does): every instance
+//! serves (X-Instance-Id), and concurrent counter increments through the balancer
+//! get distinct, gap-free values whichever instance committed them.
+// A panic is how a test reports failure, so unwrap is fine here.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::*;
+use std::collections::HashSet;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+/// HAProxy in front of `ports`, on a free port of its own; killed on drop.
+struct Balancer {
+    child: std::process::Child,
+    addr: std::net::SocketAddr,
+}
+
+impl Balancer {
+    fn start(ports: &[u16]) -> Balancer {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/haproxy.sh");
+        let binary = Command::new("bash").arg(script).output().unwrap();
+        assert!(
+            binary.status.success(),
+            "{}",
+            String::from_utf8_lossy(&binary.stderr)
+        );
+        let haproxy = String::from_utf8(binary.stdout).unwrap().trim().to_string();
+        let public = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let config = Command::new("bash")
+            .arg(script)
+            .arg("config")
+            .arg(public.port().to_string())
+            .args(ports.iter().map(u16::to_string))
+            .output()
+            .unwrap();
+        assert!(config.status.success());
+        let path = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("haproxy-{}.cfg", std::process::id()));
+        std::fs::write(&path, &config.stdout).unwrap();
+        let child = Command::new(haproxy)
+            .arg("-db")
+            .arg("-f")
+            .arg(&path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let b = Balancer { child, addr: public };
+        assert!(
+            eventually(Duration::from_secs(5), || std::net::TcpStream::connect(b.addr)
+                .is_ok()),
+            "haproxy did not start"
+        );
+        b
+    }
+}
+
+impl Drop for Balancer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn increments_through_haproxy_are_distinct_and_gap_free_across_instances() {
+    let db = TestDb::new("cluster");
+    let servers: Vec<Server> = (1..=3)
+        .map(|i| Server::start(&db.url, &["2", "--instance-id", &format!("crudrs-{i}")]))
+        .collect();
+    let ports: Vec<u16> = servers.iter().map(|s| s.addr.port()).collect();
+    let lb = Balancer::start(&ports);
+    let api = Api::new(lb.addr);
+    // Health checks mark every instance up.
+    let mut seen = HashSet::new();
+    assert!(
+        eventually(Duration::from_secs(5), || {
+            let r = api.get("/ready", None);
+            if r.status == 200 {
+                seen.insert(r.header("x-instance-id").unwrap_or("").to_string());
+            }
+            seen.len() == 3
+        }),
+        "instances answering through haproxy: {seen:?}"
+    );
+
+    const THREADS: usize = 12;
+    const EACH: usize = 250;
+    let start: i64 = api.get("/api/v1/counter", None).json()["value"].as_i64().unwrap();
+    let results: Vec<(Vec<i64>, HashSet<String>)> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..THREADS)
+            .map(|_| {
+                s.spawn(|| {
+                    let mut values = Vec::new();
+                    let mut instances = HashSet::new();
+                    for _ in 0..EACH {
+                        let r = api.call("POST", "/api/v1/counter", None, None);
+                        assert_eq!(r.status, 200, "{}", r.text());
+                        instances.insert(r.header("x-instance-id").unwrap().to_string());
+                        values.push(r.json()["value"].as_i64().unwrap());
+                    }
+                    (values, instances)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let mut values: Vec<i64> = results.iter().flat_map(|(v, _)| v.iter().copied()).collect();
+    let instances: HashSet<&String> = results.iter().flat_map(|(_, i)| i).collect();
+    values.sort_unstable();
+    let expected: Vec<i64> = (start + 1..=start + (THREADS * EACH) as i64).collect();
+    assert_eq!(values, expected, "values are not distinct and gap-free");
+    assert_eq!(instances.len(), 3, "{instances:?}");
+    let end: i64 = api.get("/api/v1/counter", None).json()["value"].as_i64().unwrap();
+    assert_eq!(end, start + (THREADS * EACH) as i64);
+}
