@@ -82,4 +82,16 @@ INSERT INTO counter (id, value) VALUES (1, 0) ON CONFLICT (id) DO NOTHING;
 -- group-commit batch size.
 ALTER TABLE counter ADD COLUMN IF NOT EXISTS commits bigint NOT NULL DEFAULT 0;
 
+-- The 1MRC statistics shared by instances run with --shared-stats: each adds what
+-- it counted since its last publication (every 250 ms, and before answering
+-- GET /stats). Unlogged, like the in-memory aggregate they extend: a crash of
+-- PostgreSQL empties them.
+CREATE UNLOGGED TABLE IF NOT EXISTS event_totals (
+    id        smallint PRIMARY KEY CHECK (id = 1),
+    count     bigint NOT NULL,
+    sum_nanos numeric NOT NULL
+);
+INSERT INTO event_totals (id, count, sum_nanos) VALUES (1, 0, 0) ON CONFLICT (id) DO NOTHING;
+CREATE UNLOGGED TABLE IF NOT EXISTS event_users (user_id text PRIMARY KEY);
+
 COMMIT;

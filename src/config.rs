@@ -160,6 +160,10 @@ pub struct Args {
     #[arg(long, env = "TOKEN_RECHECK", default_value = "60s", value_parser = parse_duration)]
     pub token_recheck: Duration,
 
+    /// Share the 1MRC statistics with every instance on the same database: each publishes what it counted every 250 ms, and GET /stats answers for all of them.
+    #[arg(long, env = "SHARED_STATS")]
+    pub shared_stats: bool,
+
     /// This instance's name, sent in an X-Instance-Id header on every response and in the metrics (1 to 64 visible ASCII characters; unset: no header).
     #[arg(long, env = "INSTANCE_ID")]
     pub instance_id: Option<String>,
@@ -382,6 +386,7 @@ pub struct Config {
     pub access_log: Option<PathBuf>,
     pub create_admin: Option<String>,
     pub instance_id: Option<String>,
+    pub shared_stats: bool,
 }
 
 impl Config {
@@ -468,6 +473,7 @@ impl Config {
             access_log: a.access_log,
             create_admin: a.create_admin,
             instance_id: a.instance_id,
+            shared_stats: a.shared_stats,
         })
     }
 

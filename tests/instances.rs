@@ -73,3 +73,53 @@ fn a_logout_or_a_tier_change_on_one_instance_reaches_the_others_within_a_second(
     );
     assert_eq!(api_b.get("/api/samples", Some(&second)).status, 200);
 }
+
+#[test]
+fn shared_statistics_are_exact_across_instances_once_the_load_stops() {
+    let db = TestDb::new("instances_stats");
+    let a = Server::start(&db.url, &["2", "--shared-stats"]);
+    let b = Server::start(&db.url, &["2", "--shared-stats"]);
+    let (api_a, api_b) = (Api::new(a.addr), Api::new(b.addr));
+    // 300 events on each: users 0..149 on A, 100..249 on B (100 shared), values
+    // with decimals that binary floating point would not add exactly.
+    let mut expected_sum = 0i128; // nano-units
+    std::thread::scope(|s| {
+        for (api, first) in [(&api_a, 0), (&api_b, 100)] {
+            s.spawn(move || {
+                for i in 0..300 {
+                    let user = first + i % 150;
+                    let text = format!(r#"{{"userId":"user_{user}","value":0.{}}}"#, i % 7);
+                    assert_eq!(api.call("POST", "/event", None, Some(&text)).status, 200);
+                }
+            });
+        }
+    });
+    for _ in 0..2 {
+        for i in 0..300 {
+            expected_sum += i128::from(i % 7) * 100_000_000;
+        }
+    }
+    let want = |r: &Response| {
+        let v = r.json();
+        v["totalRequests"] == 600
+            && v["uniqueUsers"] == 250
+            && v["sum"] == serde_json::from_str::<serde_json::Value>(&format_sum(expected_sum)).unwrap()
+    };
+    for api in [&api_a, &api_b] {
+        assert!(
+            eventually(Duration::from_secs(1), || want(&api.get("/stats", None))),
+            "{}",
+            api.get("/stats", None).text()
+        );
+    }
+}
+
+/// Nano-units as the decimal /stats prints.
+fn format_sum(nanos: i128) -> String {
+    let (int, frac) = (nanos / 1_000_000_000, nanos % 1_000_000_000);
+    if frac == 0 {
+        int.to_string()
+    } else {
+        format!("{int}.{}", format!("{frac:09}").trim_end_matches('0'))
+    }
+}

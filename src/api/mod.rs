@@ -64,6 +64,7 @@ impl Api {
     pub fn open(config: &Config, metrics: Arc<Metrics>) -> Result<Api, String> {
         let state = Arc::new(State::open(config, metrics)?);
         auth::listen(&state)?;
+        events::start_publishing(&state)?;
         Ok(Api { state })
     }
 

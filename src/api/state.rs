@@ -52,7 +52,7 @@ impl State {
             .map_err(|e| format!("cannot use data directory {}: {e}", config.data_dir.display()))?;
         Ok(State {
             store,
-            events: Events::default(),
+            events: Events::new(config.shared_stats),
             tokens: TokenCache::new(config.token_cache_size, config.token_recheck),
             bad_tokens: BadTokens::new(config.token_cache_size),
             passwords,

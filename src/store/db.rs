@@ -61,8 +61,15 @@ impl From<postgres::Error> for DbError {
             }
             return DbError::Other(format!("{}: {}", code.code(), db.message()));
         }
-        // No server error: the socket failed or the connection is closed.
-        DbError::Unavailable(e.to_string())
+        // No server error: the socket failed or the connection is closed, which is
+        // an outage; or this side failed (a value that does not convert to or
+        // from its SQL type), which is a bug and must not trip the breaker.
+        let io = std::error::Error::source(&e).is_some_and(|s| s.is::<std::io::Error>());
+        if e.is_closed() || io {
+            DbError::Unavailable(e.to_string())
+        } else {
+            DbError::Other(e.to_string())
+        }
     }
 }
 

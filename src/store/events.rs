@@ -10,6 +10,12 @@
 //! and rounded once to the nearest f64 ([`Stats::average`]).
 //! Users are kept as their full strings (no hash-only counting, so no collisions):
 //! about 56 bytes plus the id's length per user. Nothing here survives a restart.
+//!
+//! Shared (several instances, `--shared-stats`): each shard also keeps what it has
+//! not yet handed over (events, their sum, users first seen) as a [`Delta`];
+//! `take_delta` hands it over under the same locks that count, so every event is in
+//! exactly one delta, and a delta that could not be published goes back with
+//! `restore`.
 
 use parking_lot::Mutex;
 use std::collections::HashSet;
@@ -27,11 +33,35 @@ struct Shard {
     count: u64,
     sum_nanos: i128,
     users: HashSet<Box<str>>,
+    /// Not yet handed over (only when shared).
+    delta: Delta,
+}
+
+/// Events, their sum and the users first seen since the last hand-over.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Delta {
+    pub count: u64,
+    pub sum_nanos: i128,
+    pub users: Vec<Box<str>>,
+}
+
+impl Delta {
+    pub fn is_empty(&self) -> bool {
+        self.count == 0 && self.users.is_empty()
+    }
+
+    fn add(&mut self, other: Delta) {
+        self.count += other.count;
+        self.sum_nanos += other.sum_nanos;
+        self.users.extend(other.users);
+    }
 }
 
 pub struct Events {
     shards: Box<[Mutex<Shard>]>,
     hasher: RandomState,
+    /// Whether deltas are kept for other instances.
+    shared: bool,
 }
 
 /// A consistent-per-shard snapshot of the aggregate.
@@ -71,23 +101,51 @@ impl Stats {
 
 impl Default for Events {
     fn default() -> Self {
-        Events {
-            shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
-            hasher: RandomState::new(),
-        }
+        Events::new(false)
     }
 }
 
 impl Events {
+    /// An empty aggregate; `shared`: keep deltas for other instances.
+    pub fn new(shared: bool) -> Events {
+        Events {
+            shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
+            hasher: RandomState::new(),
+            shared,
+        }
+    }
+
     /// Records one event. Allocates only the first time a user is seen.
     pub fn record(&self, user: &str, value_nanos: i128) {
         let shard = &self.shards[(self.hasher.hash_one(user) as usize) % SHARDS];
         let mut s = shard.lock();
         s.count += 1;
         s.sum_nanos += value_nanos;
-        if !s.users.contains(user) {
+        let new = !s.users.contains(user);
+        if new {
             s.users.insert(user.into());
         }
+        if self.shared {
+            s.delta.count += 1;
+            s.delta.sum_nanos += value_nanos;
+            if new {
+                s.delta.users.push(user.into());
+            }
+        }
+    }
+
+    /// Everything not yet handed over, which is then no longer held here.
+    pub fn take_delta(&self) -> Delta {
+        let mut all = Delta::default();
+        for shard in self.shards.iter() {
+            all.add(std::mem::take(&mut shard.lock().delta));
+        }
+        all
+    }
+
+    /// Gives back a delta that could not be handed over (it goes out next time).
+    pub fn restore(&self, delta: Delta) {
+        self.shards[0].lock().delta.add(delta);
     }
 
     pub fn stats(&self) -> Stats {
@@ -245,5 +303,30 @@ mod tests {
         assert_eq!(st.unique_users, 7);
         assert_eq!(fmt(-1_500_000_000), "-1.5");
         assert_eq!(fmt(0), "0");
+    }
+
+    #[test]
+    fn every_event_is_in_exactly_one_delta() {
+        let e = Events::new(true);
+        e.record("a", 1_000_000_000);
+        e.record("b", 2);
+        e.record("a", 3);
+        let first = e.take_delta();
+        assert_eq!(
+            (first.count, first.sum_nanos, first.users.len()),
+            (3, 1_000_000_005, 2)
+        );
+        e.record("a", 4);
+        e.record("c", 5);
+        let second = e.take_delta();
+        assert_eq!((second.count, second.sum_nanos), (2, 9));
+        assert_eq!(second.users, vec![Box::<str>::from("c")]);
+        e.restore(second.clone());
+        assert_eq!(e.take_delta(), second);
+        assert!(e.take_delta().is_empty());
+        // Not shared: nothing is kept.
+        let local = Events::default();
+        local.record("a", 1);
+        assert!(local.take_delta().is_empty());
     }
 }

@@ -50,6 +50,18 @@ FROM users u
 WHERE u.id = t.user_id AND u.username = $1 AND t.revoked_at IS NULL
 RETURNING t.token_hash";
 
+/// Adds a published delta of events. $1 count, $2 sum in nano-units (text).
+pub const ADD_EVENT_TOTALS: &str =
+    "UPDATE event_totals SET count = count + $1, sum_nanos = sum_nanos + $2::text::numeric WHERE id = 1";
+
+/// Adds users first seen. $1 text[] of user ids.
+pub const ADD_EVENT_USERS: &str =
+    "INSERT INTO event_users (user_id) SELECT unnest($1::text[]) ON CONFLICT (user_id) DO NOTHING";
+
+/// The shared statistics: count, sum in nano-units (text), unique users.
+pub const SHARED_EVENT_STATS: &str =
+    "SELECT count, sum_nanos::text, (SELECT count(*) FROM event_users) FROM event_totals WHERE id = 1";
+
 /// $1 token hash.
 pub const REVOKE_TOKEN: &str =
     "UPDATE api_tokens SET revoked_at = now() WHERE token_hash = $1 AND revoked_at IS NULL";
