@@ -84,6 +84,10 @@ pub struct Args {
     #[arg(long, env = "KEEPALIVE_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
     pub keepalive_timeout: Duration,
 
+    /// On SIGTERM, first drain for this long: /ready answers 503 (a load balancer stops sending) and every response closes its connection, while requests are still served; then shut down as usual.
+    #[arg(long, env = "DRAIN_DELAY", default_value = "0s", value_parser = parse_duration)]
+    pub drain_delay: Duration,
+
     /// How long shutdown waits for in-flight requests before closing everything.
     #[arg(long, env = "SHUTDOWN_GRACE", default_value = "10s", value_parser = parse_duration)]
     pub shutdown_grace: Duration,
@@ -387,6 +391,7 @@ pub struct Config {
     pub create_admin: Option<String>,
     pub instance_id: Option<String>,
     pub shared_stats: bool,
+    pub drain_delay: Duration,
 }
 
 impl Config {
@@ -474,6 +479,7 @@ impl Config {
             create_admin: a.create_admin,
             instance_id: a.instance_id,
             shared_stats: a.shared_stats,
+            drain_delay: a.drain_delay,
         })
     }
 

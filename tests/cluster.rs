@@ -1,7 +1,8 @@
 //! Three instances on one database behind a real HAProxy (Debian's, installed by
 //! scripts/haproxy.sh, configured by it as `make cluster` does): every instance
-//! serves (X-Instance-Id), and concurrent counter increments through the balancer
-//! get distinct, gap-free values whichever instance committed them.
+//! serves (X-Instance-Id), concurrent counter increments through the balancer get
+//! distinct, gap-free values whichever instance committed them, and an instance
+//! stopped with SIGTERM under load (`--drain-delay`) fails no request.
 // A panic is how a test reports failure, so unwrap is fine here.
 #![allow(clippy::unwrap_used)]
 
@@ -9,7 +10,9 @@ mod common;
 
 use common::*;
 use std::collections::HashSet;
+use std::io::Write;
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::time::Duration;
 
 /// HAProxy in front of `ports`, on a free port of its own; killed on drop.
@@ -41,7 +44,7 @@ impl Balancer {
             .unwrap();
         assert!(config.status.success());
         let path = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-            .join(format!("haproxy-{}.cfg", std::process::id()));
+            .join(format!("haproxy-{}-{}.cfg", std::process::id(), public.port()));
         std::fs::write(&path, &config.stdout).unwrap();
         let child = Command::new(haproxy)
             .arg("-db")
@@ -119,4 +122,85 @@ fn increments_through_haproxy_are_distinct_and_gap_free_across_instances() {
     assert_eq!(instances.len(), 3, "{instances:?}");
     let end: i64 = api.get("/api/v1/counter", None).json()["value"].as_i64().unwrap();
     assert_eq!(end, start + (THREADS * EACH) as i64);
+}
+
+/// One increment through `addr`: its value, or what went wrong (never a panic).
+fn increment(addr: std::net::SocketAddr) -> Result<i64, String> {
+    let mut s = std::net::TcpStream::connect(addr).map_err(|e| format!("connect: {e}"))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .map_err(|e| e.to_string())?;
+    s.write_all(b"POST /api/v1/counter HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n")
+        .map_err(|e| format!("write: {e}"))?;
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| Reader::new(s).next(false)))
+        .map_err(|_| "a broken answer".to_string())?
+        .ok_or("closed without an answer")?;
+    if r.status != 200 {
+        return Err(format!("status {}: {}", r.status, r.text()));
+    }
+    r.json()["value"].as_i64().ok_or_else(|| "no value".to_string())
+}
+
+#[test]
+fn an_instance_stopped_under_load_fails_no_request() {
+    let db = TestDb::new("cluster_drain");
+    // HAProxy marks an instance down after two failed checks 500 ms apart; the
+    // drain outlasts that with room to spare.
+    let servers: Vec<std::sync::Mutex<Server>> = (1..=3)
+        .map(|i| {
+            let id = format!("crudrs-{i}");
+            std::sync::Mutex::new(Server::start(
+                &db.url,
+                &["2", "--instance-id", &id, "--drain-delay", "3s"],
+            ))
+        })
+        .collect();
+    let ports: Vec<u16> = servers.iter().map(|s| s.lock().unwrap().addr.port()).collect();
+    let lb = Balancer::start(&ports);
+    let api = Api::new(lb.addr);
+    assert!(eventually(Duration::from_secs(5), || api
+        .get("/ready", None)
+        .status
+        == 200));
+    let start: i64 = api.get("/api/v1/counter", None).json()["value"].as_i64().unwrap();
+
+    let done = AtomicBool::new(false);
+    let (values, failures): (Vec<i64>, Vec<String>) = std::thread::scope(|s| {
+        let load: Vec<_> = (0..4)
+            .map(|_| {
+                s.spawn(|| {
+                    let (mut ok, mut bad) = (Vec::new(), Vec::new());
+                    while !done.load(Relaxed) {
+                        match increment(lb.addr) {
+                            Ok(v) => ok.push(v),
+                            Err(e) => bad.push(e),
+                        }
+                    }
+                    (ok, bad)
+                })
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(500));
+        let status = servers[1].lock().unwrap().terminate();
+        assert!(status.success(), "the stopped instance exited with {status}");
+        std::thread::sleep(Duration::from_millis(500));
+        done.store(true, Relaxed);
+        let mut all = (Vec::new(), Vec::new());
+        for h in load {
+            let (ok, bad) = h.join().unwrap();
+            all.0.extend(ok);
+            all.1.extend(bad);
+        }
+        all
+    });
+    assert!(
+        failures.is_empty(),
+        "{} failed requests: {:?}",
+        failures.len(),
+        &failures[..failures.len().min(5)]
+    );
+    let mut values = values;
+    values.sort_unstable();
+    let expected: Vec<i64> = (start + 1..=start + values.len() as i64).collect();
+    assert_eq!(values, expected, "values are not distinct and gap-free");
+    assert!(values.len() > 100, "only {} increments", values.len());
 }

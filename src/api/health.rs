@@ -16,7 +16,8 @@ pub fn health(out: &mut Vec<u8>) -> Result<Reply, Error> {
 
 /// 200 `{"status":"ready","database":"closed"}` when a ping succeeds; otherwise 503
 /// (with Retry-After) and the breaker's state, e.g. `{"status":"unavailable",
-/// "database":"open"}` while the breaker is open.
+/// "database":"open"}` while the breaker is open, or `{"status":"draining",...}`
+/// once shutdown has begun.
 pub fn ready(st: &State, out: &mut Vec<u8>) -> Result<Reply, Error> {
     let pinged = st.db.get().map_err(ApiError::from).and_then(|mut pooled| {
         let db = &mut *pooled;
@@ -25,7 +26,12 @@ pub fn ready(st: &State, out: &mut Vec<u8>) -> Result<Reply, Error> {
             .map(|_| ())
             .map_err(|e| note(st, e))
     });
+    let draining = st.draining.load(std::sync::atomic::Ordering::Relaxed);
     let reply = match pinged {
+        Ok(()) if draining => Reply {
+            header: Some(("Retry-After", "1".to_string())),
+            ..Reply::json(503)
+        },
         Ok(()) => Reply::json(200),
         Err(ApiError::Unavailable) => Reply {
             header: Some(("Retry-After", "1".to_string())),
@@ -33,10 +39,10 @@ pub fn ready(st: &State, out: &mut Vec<u8>) -> Result<Reply, Error> {
         },
         Err(e) => return Err(e.into()),
     };
-    let status = if reply.status == 200 {
-        "ready"
-    } else {
-        "unavailable"
+    let status = match (reply.status, draining) {
+        (200, _) => "ready",
+        (_, true) => "draining",
+        _ => "unavailable",
     };
     serde_json::to_writer(
         out,

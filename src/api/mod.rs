@@ -74,6 +74,13 @@ impl Api {
         admin::create_admin(&self.state, name)
     }
 
+    /// Shutdown has begun: /ready answers 503 from now on.
+    pub fn begin_drain(&self) {
+        self.state
+            .draining
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// Whether every pooled database connection is open (start-up fills the pool
     /// in the background).
     pub fn pool_filled(&self) -> bool {

@@ -365,7 +365,7 @@ pub fn document(test_routes: bool) -> Value {
                     "error": {"type": "string"}, "detail": {"type": "string"}}},
                 "Health": {"type": "object", "required": ["status"], "properties": {"status": {"const": "ok"}}},
                 "Ready": {"type": "object", "required": ["status", "database"], "properties": {
-                    "status": {"enum": ["ready", "unavailable"]}, "database": {"enum": ["closed", "open", "half-open"]}}},
+                    "status": {"enum": ["ready", "unavailable", "draining"]}, "database": {"enum": ["closed", "open", "half-open"]}}},
                 "NewAccount": {"type": "object", "required": ["username", "password", "email"], "additionalProperties": false, "properties": {
                     "username": {"type": "string", "pattern": "^[A-Za-z0-9_.-]{3,32}$"},
                     "password": {"type": "string", "minLength": 8, "maxLength": 1024, "pattern": NO_NUL},

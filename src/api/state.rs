@@ -30,6 +30,8 @@ pub struct State {
     pub upload_bytes: AtomicU64,
     /// GET /openapi.json, rendered once.
     pub openapi: Vec<u8>,
+    /// Shutting down: /ready says so, so a load balancer stops sending.
+    pub draining: std::sync::atomic::AtomicBool,
 }
 
 impl State {
@@ -61,6 +63,7 @@ impl State {
             increments: AtomicU64::new(0),
             uploads: AtomicU64::new(0),
             upload_bytes: AtomicU64::new(0),
+            draining: std::sync::atomic::AtomicBool::new(false),
             openapi: super::openapi::document(config.test_routes)
                 .to_string()
                 .into_bytes(),

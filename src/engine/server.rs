@@ -26,12 +26,29 @@ pub struct Server {
 
 /// Asks a running server to shut down gracefully (from any thread).
 #[derive(Clone)]
-pub struct Stopper(Arc<Shared>);
+pub struct Stopper(Arc<Shared>, Api);
 
 impl Stopper {
-    /// Stop accepting, finish in-flight requests, close idle connections.
+    /// Stop accepting, finish in-flight requests, close idle connections. With
+    /// `--drain-delay`, drain first: /ready answers 503 and every response closes
+    /// its connection while requests are still served, so a load balancer moves
+    /// its traffic away before anything is refused.
     pub fn stop(&self) {
-        self.0.request_shutdown();
+        let delay = self.0.config.drain_delay;
+        if delay.is_zero() || !self.0.begin_drain() {
+            self.0.request_shutdown();
+            return;
+        }
+        self.1.begin_drain();
+        tracing::info!("draining for {delay:?} before shutting down");
+        let shared = Arc::clone(&self.0);
+        let spawned = std::thread::Builder::new().name("drain".into()).spawn(move || {
+            std::thread::sleep(delay);
+            shared.request_shutdown();
+        });
+        if spawned.is_err() {
+            self.0.request_shutdown();
+        }
     }
 }
 
@@ -113,7 +130,7 @@ impl Server {
 
     /// A handle that shuts this server down.
     pub fn stopper(&self) -> Stopper {
-        Stopper(Arc::clone(&self.shared))
+        Stopper(Arc::clone(&self.shared), self.api.clone())
     }
 
     /// Makes `name` an admin (creating the account if need be) and returns a new
