@@ -79,3 +79,4 @@ bench: build
 	scripts/bench-shed.sh
 	scripts/bench-limits.sh
 	scripts/bench-metrics.sh
+	scripts/bench-cluster.sh
