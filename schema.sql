@@ -94,4 +94,12 @@ CREATE UNLOGGED TABLE IF NOT EXISTS event_totals (
 INSERT INTO event_totals (id, count, sum_nanos) VALUES (1, 0, 0) ON CONFLICT (id) DO NOTHING;
 CREATE UNLOGGED TABLE IF NOT EXISTS event_users (user_id text PRIMARY KEY);
 
+-- Rate-limit buckets shared by instances run with --shared-limits: a key's GCRA
+-- theoretical arrival time, in nanoseconds of PostgreSQL's clock. Instances lease
+-- units from here (a twentieth of the quota at a time) and spend them locally.
+CREATE UNLOGGED TABLE IF NOT EXISTS rate_buckets (
+    key text PRIMARY KEY,
+    tat bigint NOT NULL
+);
+
 COMMIT;

@@ -60,7 +60,7 @@ start)
         ports+=("$port")
         # shellcheck disable=SC2086
         target/release/server --port "$port" --database-url "$url" --instance-id "crudrs-$i" \
-            --trusted-proxies 127.0.0.1 --shared-stats --drain-delay 2s --data-dir "$DIR/data" --no-stats ${ARGS:-} \
+            --trusted-proxies 127.0.0.1 --shared-stats --shared-limits --drain-delay 2s --data-dir "$DIR/data" --no-stats ${ARGS:-} \
             >"$DIR/crudrs-$i.log" 2>&1 &
         echo $! >>"$DIR/pids"
     done

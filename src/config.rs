@@ -168,6 +168,10 @@ pub struct Args {
     #[arg(long, env = "SHARED_STATS")]
     pub shared_stats: bool,
 
+    /// Share rate-limit buckets with every instance on the same database: units are leased from PostgreSQL a twentieth of the quota at a time and spent locally, so all instances together never allow more than the quota.
+    #[arg(long, env = "SHARED_LIMITS")]
+    pub shared_limits: bool,
+
     /// This instance's name, sent in an X-Instance-Id header on every response and in the metrics (1 to 64 visible ASCII characters; unset: no header).
     #[arg(long, env = "INSTANCE_ID")]
     pub instance_id: Option<String>,
@@ -392,6 +396,7 @@ pub struct Config {
     pub instance_id: Option<String>,
     pub shared_stats: bool,
     pub drain_delay: Duration,
+    pub shared_limits: bool,
 }
 
 impl Config {
@@ -480,6 +485,7 @@ impl Config {
             instance_id: a.instance_id,
             shared_stats: a.shared_stats,
             drain_delay: a.drain_delay,
+            shared_limits: a.shared_limits,
         })
     }
 

@@ -123,3 +123,34 @@ fn format_sum(nanos: i128) -> String {
         format!("{int}.{}", format!("{frac:09}").trim_end_matches('0'))
     }
 }
+
+#[test]
+fn a_shared_limit_holds_across_instances() {
+    let db = TestDb::new("instances_limits");
+    let limit = 40;
+    let rate = format!("anonymous={limit}/m");
+    let shared: Vec<Server> = (0..2)
+        .map(|_| Server::start(&db.url, &["2", "--rate-limits", &rate, "--shared-limits"]))
+        .collect();
+    // Three times the quota, alternating between the instances, as a balancer would.
+    let served = (0..3 * limit)
+        .filter(|i| Api::new(shared[i % 2].addr).get("/stats", None).status == 200)
+        .count();
+    // Every unit spent was charged to the shared bucket first: never over the
+    // quota; unspent leases (a twentieth of it per instance) may refuse early.
+    assert!(served <= limit, "{served} served for a quota of {limit}");
+    assert!(
+        served >= limit - 2 * limit.div_ceil(20),
+        "{served} served for a quota of {limit}"
+    );
+
+    // Without sharing, each instance allows the whole quota.
+    let db = TestDb::new("instances_limits_own");
+    let own: Vec<Server> = (0..2)
+        .map(|_| Server::start(&db.url, &["2", "--rate-limits", &rate]))
+        .collect();
+    let served = (0..3 * limit)
+        .filter(|i| Api::new(own[i % 2].addr).get("/stats", None).status == 200)
+        .count();
+    assert_eq!(served, 2 * limit);
+}

@@ -76,6 +76,28 @@ pub fn admit(
         }),
     };
     let who = auth.as_ref().and_then(|a| a.as_ref().ok()).map(|(p, _)| p);
-    limits.charge(who, client, plan.cost, charge, quota)?;
+    limits.charge(who, client, plan.cost, charge, quota, Some(&st.db))?;
     Ok(Admitted { client, auth })
+}
+
+/// With `--shared-limits`, deletes the shared buckets that are full again (they
+/// answer like absent ones) once a minute, for as long as `state` lives.
+pub fn start_sweeping(state: &std::sync::Arc<State>) -> Result<(), String> {
+    if !state.config.shared_limits {
+        return Ok(());
+    }
+    let weak = std::sync::Arc::downgrade(state);
+    std::thread::Builder::new()
+        .name("limits-sweep".into())
+        .spawn(move || loop {
+            std::thread::sleep(std::time::Duration::from_secs(60));
+            let Some(st) = weak.upgrade() else { return };
+            if let Ok(mut pooled) = st.db.get() {
+                if let Err(e) = pooled.client.execute(crate::store::sql::SWEEP_RATE_BUCKETS, &[]) {
+                    tracing::debug!("rate buckets not swept: {e}");
+                }
+            }
+        })
+        .map(|_| ())
+        .map_err(|e| format!("cannot start the rate-bucket sweeper: {e}"))
 }

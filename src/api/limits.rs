@@ -16,7 +16,11 @@ use super::error::ApiError;
 use super::tokens::{Principal, Tier};
 use crate::config::{Cidr, Config, RateSpec};
 use crate::http::parse::Head;
+use crate::store::db::Db;
+use crate::store::sql;
 use crate::traffic::limit::{Limiter, Rate, Verdict};
+use parking_lot::Mutex;
+use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -36,6 +40,9 @@ pub struct Limits {
     /// by the failed-login limits.
     refused: [AtomicU64; 4],
     login_refused: AtomicU64,
+    /// With `--shared-limits`: units leased from the shared buckets and not yet
+    /// spent, by bucket key (`None`: buckets are this process's own).
+    leases: Option<Mutex<HashMap<String, u64>>>,
     /// Keys usernames for the failed-login table (keyed, so names cannot be chosen
     /// to collide).
     names: RandomState,
@@ -84,6 +91,7 @@ impl Limits {
             login_by_ip: login(logins.and_then(|l| l.per_ip)),
             trusted: config.trusted_proxies.clone(),
             refused: std::array::from_fn(|_| AtomicU64::new(0)),
+            leases: config.shared_limits.then(|| Mutex::new(HashMap::new())),
             login_refused: AtomicU64::new(0),
             names: RandomState::new(),
         }
@@ -142,7 +150,9 @@ impl Limits {
 
     /// Charges `cost` to the user (`who`) or else to the client IP, and writes the
     /// response's fields into `quota`; `charge` false only reports the quota (for
-    /// a request charged before it waited). A refusal is 429.
+    /// a request charged before it waited). A refusal is 429. With
+    /// `--shared-limits` and `db`, the units come from leases on the shared
+    /// buckets (see [`shared_verdict`]).
     pub fn charge(
         &self,
         who: Option<&Principal>,
@@ -150,6 +160,7 @@ impl Limits {
         cost: u64,
         charge: bool,
         quota: &mut QuotaFields,
+        db: Option<&Db>,
     ) -> Result<(), ApiError> {
         let Some(tiers) = &self.tiers else {
             return Ok(());
@@ -163,6 +174,17 @@ impl Limits {
             None => (Tier::Anonymous, &self.by_ip, ip_key(client)),
         };
         let i = tier_index(tier);
+        if let (Some(leases), Some(db)) = (&self.leases, db) {
+            let name = format!("{}:{key}", if who.is_some() { "user" } else { "ip" });
+            let verdict = shared_verdict(leases, db, &name, &tiers[i], cost, charge)?;
+            quota.set(&self.policies[i], tier, &verdict);
+            return if verdict.allowed {
+                Ok(())
+            } else {
+                self.refused[i].fetch_add(1, Relaxed);
+                Err(ApiError::RateLimited(verdict.retry_after_secs))
+            };
+        }
         let now = limiter.now();
         let verdict = if charge {
             limiter.check(key, &tiers[i], cost, now)
@@ -215,6 +237,90 @@ impl Limits {
                 limiter.check(key, rate, 1, limiter.now());
             }
         }
+    }
+}
+
+/// Keys with a lease held at once; past it, spent leases are dropped first.
+const MAX_LEASES: usize = 100_000;
+
+/// The verdict for `cost` units of a shared bucket: spent from this process's
+/// lease when it holds enough, otherwise a new lease (a twentieth of the quota, or
+/// just `cost` when that much no longer fits) is charged to the bucket in
+/// PostgreSQL first. Every unit spent anywhere was charged there, so all instances
+/// together never allow more than the quota; what a lease leaves unspent is lost
+/// to its key (at most a twentieth of the quota per instance), so a client may be
+/// refused a little early, never late. One database round trip per lease, not per
+/// request. The remaining count shown is this process's lease.
+fn shared_verdict(
+    leases: &Mutex<HashMap<String, u64>>,
+    db: &Db,
+    key: &str,
+    rate: &Rate,
+    cost: u64,
+    charge: bool,
+) -> Result<Verdict, ApiError> {
+    let held = |left: u64| Verdict {
+        allowed: true,
+        remaining: left,
+        reset_secs: rate.window_secs,
+        retry_after_secs: 0,
+    };
+    let cost = cost.min(rate.quota);
+    {
+        let mut leases = leases.lock();
+        let left = leases.get(key).copied().unwrap_or(0);
+        if !charge {
+            return Ok(held(left));
+        }
+        if left >= cost {
+            leases.insert(key.to_string(), left - cost);
+            return Ok(held(left - cost));
+        }
+    }
+    let lease = rate.quota.div_ceil(20).clamp(cost, rate.quota);
+    let mut tried = lease;
+    loop {
+        let mut pooled = db.get()?;
+        let conn = &mut *pooled;
+        let units = i64::try_from(tried.saturating_mul(rate.emission_ns())).unwrap_or(i64::MAX);
+        let capacity = i64::try_from(rate.capacity()).unwrap_or(i64::MAX);
+        let row = conn
+            .client
+            .query_one(sql::LEASE_RATE, &[&key, &units, &capacity])
+            .map_err(|e| {
+                let e = crate::store::db::DbError::from(e);
+                db.note(&e);
+                ApiError::from(e)
+            })?;
+        let (new_tat, old_tat, now): (Option<i64>, Option<i64>, i64) = (row.get(0), row.get(1), row.get(2));
+        if new_tat.is_some() {
+            let mut leases = leases.lock();
+            if leases.len() >= MAX_LEASES {
+                // Unspent units are only lost to their keys (a refusal a little
+                // early, never a request allowed late).
+                leases.retain(|_, left| *left > 0);
+                if leases.len() >= MAX_LEASES {
+                    leases.clear();
+                }
+            }
+            let left = leases.get(key).copied().unwrap_or(0) + tried - cost;
+            leases.insert(key.to_string(), left);
+            return Ok(held(left));
+        }
+        if tried > cost {
+            // The whole lease no longer fits: just what this request needs might.
+            tried = cost;
+            continue;
+        }
+        let start = old_tat.unwrap_or(now).max(now);
+        let after = start.saturating_add(units);
+        let wait = after.saturating_sub(now.saturating_add(capacity)).max(1) as u64;
+        return Ok(Verdict {
+            allowed: false,
+            remaining: 0,
+            reset_secs: (start.saturating_sub(now) as u64).div_ceil(1_000_000_000),
+            retry_after_secs: wait.div_ceil(1_000_000_000).max(1),
+        });
     }
 }
 

@@ -65,6 +65,7 @@ impl Api {
         let state = Arc::new(State::open(config, metrics)?);
         auth::listen(&state)?;
         events::start_publishing(&state)?;
+        admission::start_sweeping(&state)?;
         Ok(Api { state })
     }
 

@@ -62,6 +62,25 @@ pub const ADD_EVENT_USERS: &str =
 pub const SHARED_EVENT_STATS: &str =
     "SELECT count, sum_nanos::text, (SELECT count(*) FROM event_users) FROM event_totals WHERE id = 1";
 
+/// Leases units from a shared rate-limit bucket (GCRA on PostgreSQL's clock, in
+/// nanoseconds). $1 key, $2 the units' cost (units × emission), $3 the bucket's
+/// capacity. Returns the new TAT (NULL when the lease does not fit), the TAT
+/// before (NULL for a new key) and now.
+pub const LEASE_RATE: &str = "\
+WITH now AS (SELECT (extract(epoch FROM clock_timestamp()) * 1000000000)::bigint AS ns),
+upd AS (
+    INSERT INTO rate_buckets AS b (key, tat)
+    SELECT $1, now.ns + $2 FROM now WHERE $2 <= $3
+    ON CONFLICT (key) DO UPDATE SET tat = greatest(b.tat, (SELECT ns FROM now)) + $2
+        WHERE greatest(b.tat, (SELECT ns FROM now)) + $2 <= (SELECT ns FROM now) + $3
+    RETURNING tat
+)
+SELECT (SELECT tat FROM upd), (SELECT tat FROM rate_buckets WHERE key = $1), (SELECT ns FROM now)";
+
+/// Forgets shared buckets that are full again (they answer like absent ones).
+pub const SWEEP_RATE_BUCKETS: &str =
+    "DELETE FROM rate_buckets WHERE tat < (extract(epoch FROM clock_timestamp()) * 1000000000)::bigint";
+
 /// $1 token hash.
 pub const REVOKE_TOKEN: &str =
     "UPDATE api_tokens SET revoked_at = now() WHERE token_hash = $1 AND revoked_at IS NULL";

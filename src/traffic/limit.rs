@@ -57,8 +57,13 @@ impl Rate {
         }
     }
 
+    /// Nanoseconds to earn one unit.
+    pub fn emission_ns(&self) -> u64 {
+        self.emission
+    }
+
     /// How far ahead of now the TAT may be after a charge: one full bucket.
-    fn capacity(&self) -> u64 {
+    pub fn capacity(&self) -> u64 {
         self.quota.saturating_mul(self.emission)
     }
 }
