@@ -1,8 +1,8 @@
 //! Cross-process news through PostgreSQL `LISTEN/NOTIFY`: every server process
 //! listens on one channel on a connection of its own, and tells the others what
 //! they must not keep believing (a token revoked, a user whose tier or tokens
-//! changed). Delivery takes milliseconds; the bound a caller can rely on is "once
-//! the notifying transaction commits, within the listener's poll period".
+//! changed). Delivery takes milliseconds after the notifying transaction commits:
+//! the listener blocks on its connection until news comes.
 //!
 //! A notification sent while a listener is disconnected is lost, so after every
 //! (re)connection the listener calls `resync`: its owner then forgets whatever
@@ -16,12 +16,12 @@ use std::time::Duration;
 /// The channel every process listens on.
 pub const CHANNEL: &str = "crudrs_tokens";
 
-/// How often the listener looks whether its owner is still there (and how long a
-/// notification may wait in the worst case after a reconnection).
-const POLL: Duration = Duration::from_millis(250);
+/// First wait before reconnecting (doubled up to 5 s while it fails).
+const RETRY: Duration = Duration::from_millis(250);
 
-/// Runs the listener on its own thread until `alive` says stop: `on_message` gets
-/// each payload, `resync` runs after each (re)connection.
+/// Runs the listener on its own thread until `alive` says stop (looked at when
+/// news comes or the connection is lost): `on_message` gets each payload,
+/// `resync` runs after each (re)connection.
 pub fn listen(
     url: String,
     alive: impl Fn() -> bool + Send + 'static,
@@ -31,7 +31,7 @@ pub fn listen(
     std::thread::Builder::new()
         .name("notify".into())
         .spawn(move || {
-            let mut backoff = POLL;
+            let mut backoff = RETRY;
             while alive() {
                 let connected = Client::connect(&url, NoTls)
                     .and_then(|mut c| c.batch_execute(&format!("LISTEN {CHANNEL}")).map(|()| c));
@@ -44,25 +44,25 @@ pub fn listen(
                         continue;
                     }
                 };
-                backoff = POLL;
+                backoff = RETRY;
                 resync();
-                'connected: while alive() {
-                    {
-                        let mut notifications = client.notifications();
-                        let mut batch = notifications.timeout_iter(POLL);
-                        loop {
-                            match batch.next() {
-                                Ok(Some(n)) => on_message(n.payload()),
-                                Ok(None) => break,
-                                Err(e) => {
-                                    tracing::warn!("notification listener lost its connection: {e}");
-                                    break 'connected;
-                                }
+                // Blocks until news comes: an idle listener costs nothing (no
+                // wake-up, no allocation), and a lost connection ends the wait.
+                let mut notifications = client.notifications();
+                let mut news = notifications.blocking_iter();
+                loop {
+                    match news.next() {
+                        Ok(Some(n)) => {
+                            if !alive() {
+                                return;
                             }
+                            on_message(n.payload());
                         }
-                    }
-                    if client.is_closed() {
-                        break;
+                        Ok(None) => break,
+                        Err(e) => {
+                            tracing::warn!("notification listener lost its connection: {e}");
+                            break;
+                        }
                     }
                 }
             }
