@@ -19,33 +19,46 @@ pub const CHANNEL: &str = "crudrs_tokens";
 /// First wait before reconnecting (doubled up to 5 s while it fails).
 const RETRY: Duration = Duration::from_millis(250);
 
-/// Runs the listener on its own thread until `alive` says stop (looked at when
-/// news comes or the connection is lost): `on_message` gets each payload,
-/// `resync` runs after each (re)connection.
+fn connect(url: &str) -> Result<Client, postgres::Error> {
+    let mut client = Client::connect(url, NoTls)?;
+    client.batch_execute(&format!("LISTEN {CHANNEL}"))?;
+    Ok(client)
+}
+
+/// Starts listening: connects at once (so nothing announced after this returns
+/// is missed), then runs on its own thread until `alive` says stop (looked at
+/// when news comes or the connection is lost). `on_message` gets each payload;
+/// `resync` runs after every later connection (news sent meanwhile is lost),
+/// and after the first one too when it could not be made at once (the database
+/// was down at start-up).
 pub fn listen(
     url: String,
     alive: impl Fn() -> bool + Send + 'static,
     on_message: impl Fn(&str) + Send + 'static,
     resync: impl Fn() + Send + 'static,
 ) -> std::io::Result<()> {
+    let mut first = connect(&url).ok();
     std::thread::Builder::new()
         .name("notify".into())
         .spawn(move || {
             let mut backoff = RETRY;
             while alive() {
-                let connected = Client::connect(&url, NoTls)
-                    .and_then(|mut c| c.batch_execute(&format!("LISTEN {CHANNEL}")).map(|()| c));
-                let mut client = match connected {
-                    Ok(c) => c,
-                    Err(e) => {
-                        tracing::debug!("notification listener cannot connect: {e}");
-                        std::thread::sleep(backoff);
-                        backoff = (backoff * 2).min(Duration::from_secs(5));
-                        continue;
-                    }
+                let mut client = match first.take() {
+                    Some(c) => c,
+                    None => match connect(&url) {
+                        Ok(c) => {
+                            backoff = RETRY;
+                            resync();
+                            c
+                        }
+                        Err(e) => {
+                            tracing::debug!("notification listener cannot connect: {e}");
+                            std::thread::sleep(backoff);
+                            backoff = (backoff * 2).min(Duration::from_secs(5));
+                            continue;
+                        }
+                    },
                 };
-                backoff = RETRY;
-                resync();
                 // Blocks until news comes: an idle listener costs nothing (no
                 // wake-up, no allocation), and a lost connection ends the wait.
                 let mut notifications = client.notifications();
