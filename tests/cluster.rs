@@ -145,6 +145,40 @@ fn increment(addr: std::net::SocketAddr) -> Result<i64, String> {
     r.json()["value"].as_i64().ok_or_else(|| "no value".to_string())
 }
 
+/// Increments through `addr` from `clients` threads until `during` returns (it
+/// runs while they do, after half a second of load, and is followed by a second
+/// more): the values answered, and every failure.
+fn under_load(addr: std::net::SocketAddr, clients: usize, during: impl FnOnce()) -> (Vec<i64>, Vec<String>) {
+    let done = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let load: Vec<_> = (0..clients)
+            .map(|_| {
+                s.spawn(|| {
+                    let (mut ok, mut bad) = (Vec::new(), Vec::new());
+                    while !done.load(Relaxed) {
+                        match increment(addr) {
+                            Ok(v) => ok.push(v),
+                            Err(e) => bad.push(e),
+                        }
+                    }
+                    (ok, bad)
+                })
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(500));
+        during();
+        std::thread::sleep(Duration::from_millis(500));
+        done.store(true, Relaxed);
+        let mut all = (Vec::new(), Vec::new());
+        for h in load {
+            let (ok, bad) = h.join().unwrap();
+            all.0.extend(ok);
+            all.1.extend(bad);
+        }
+        all
+    })
+}
+
 #[test]
 fn an_instance_stopped_under_load_fails_no_request() {
     let db = TestDb::new("cluster_drain");
@@ -168,34 +202,9 @@ fn an_instance_stopped_under_load_fails_no_request() {
         == 200));
     let start: i64 = api.get("/api/v1/counter", None).json()["value"].as_i64().unwrap();
 
-    let done = AtomicBool::new(false);
-    let (values, failures): (Vec<i64>, Vec<String>) = std::thread::scope(|s| {
-        let load: Vec<_> = (0..4)
-            .map(|_| {
-                s.spawn(|| {
-                    let (mut ok, mut bad) = (Vec::new(), Vec::new());
-                    while !done.load(Relaxed) {
-                        match increment(lb.addr) {
-                            Ok(v) => ok.push(v),
-                            Err(e) => bad.push(e),
-                        }
-                    }
-                    (ok, bad)
-                })
-            })
-            .collect();
-        std::thread::sleep(Duration::from_millis(500));
+    let (values, failures) = under_load(lb.addr, 4, || {
         let status = servers[1].lock().unwrap().terminate();
         assert!(status.success(), "the stopped instance exited with {status}");
-        std::thread::sleep(Duration::from_millis(500));
-        done.store(true, Relaxed);
-        let mut all = (Vec::new(), Vec::new());
-        for h in load {
-            let (ok, bad) = h.join().unwrap();
-            all.0.extend(ok);
-            all.1.extend(bad);
-        }
-        all
     });
     assert!(
         failures.is_empty(),
@@ -225,35 +234,10 @@ fn an_instance_killed_under_load_costs_only_its_requests_in_flight_and_rejoins()
         .status
         == 200));
 
-    let done = AtomicBool::new(false);
     let victim = &mut servers[1];
-    let (values, failures): (Vec<i64>, Vec<String>) = std::thread::scope(|s| {
-        let load: Vec<_> = (0..CLIENTS)
-            .map(|_| {
-                s.spawn(|| {
-                    let (mut ok, mut bad) = (Vec::new(), Vec::new());
-                    while !done.load(Relaxed) {
-                        match increment(lb.addr) {
-                            Ok(v) => ok.push(v),
-                            Err(e) => bad.push(e),
-                        }
-                    }
-                    (ok, bad)
-                })
-            })
-            .collect();
-        std::thread::sleep(Duration::from_millis(500));
+    let (values, failures) = under_load(lb.addr, CLIENTS, || {
         victim.child.kill().unwrap();
         victim.child.wait().unwrap();
-        std::thread::sleep(Duration::from_millis(1000));
-        done.store(true, Relaxed);
-        let mut all = (Vec::new(), Vec::new());
-        for h in load {
-            let (ok, bad) = h.join().unwrap();
-            all.0.extend(ok);
-            all.1.extend(bad);
-        }
-        all
     });
     // Each client has one request in flight at a time: at most that many were on
     // the killed instance.
