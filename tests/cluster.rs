@@ -4,7 +4,8 @@
 //! distinct, gap-free values whichever instance committed them, an instance
 //! stopped with SIGTERM under load (`--drain-delay`) fails no request, and one
 //! killed with SIGKILL under load fails at most what it had in flight, loses no
-//! acknowledged write, and rejoins once restarted.
+//! acknowledged write, and rejoins once restarted; and every instance recovers
+//! by itself from a PostgreSQL restart under load, losing nothing acknowledged.
 // A panic is how a test reports failure, so unwrap is fine here.
 #![allow(clippy::unwrap_used)]
 
@@ -268,5 +269,63 @@ fn an_instance_killed_under_load_costs_only_its_requests_in_flight_and_rejoins()
             .header("x-instance-id")
             == Some("crudrs-2")),
         "the restarted instance did not rejoin"
+    );
+}
+
+#[test]
+fn every_instance_recovers_from_a_database_restart_and_nothing_acknowledged_is_lost() {
+    let cluster = Cluster::new("cluster_restart");
+    let url = cluster.start();
+    let db_timeout = format!("{}ms", bound(Duration::from_millis(500)).as_millis());
+    let servers: Vec<Server> = (1..=3)
+        .map(|i| {
+            let id = format!("crudrs-{i}");
+            let flags = ["2", "--instance-id", &id, "--db-timeout", &db_timeout];
+            Server::start(
+                &url,
+                &[
+                    &flags[..],
+                    &["--breaker-failures", "3", "--breaker-reset", "500ms"],
+                ]
+                .concat(),
+            )
+        })
+        .collect();
+    let ports: Vec<u16> = servers.iter().map(|s| s.addr.port()).collect();
+    let lb = Balancer::start(&ports);
+    let addr = lb.addr;
+    assert!(eventually(Duration::from_secs(5), || Api::new(addr)
+        .get("/ready", None)
+        .status
+        == 200));
+
+    // Increments through HAProxy while PostgreSQL stops and starts: answered, or
+    // refused (503 from an instance's breaker, or from HAProxy with every
+    // instance down), never anything else.
+    let acknowledged = restart_under_load(&cluster, 4, move || match increment(addr) {
+        Ok(v) => (1, 0, vec![v]),
+        Err(e) if e.starts_with("status 503") || e.starts_with("connect") => (0, 1, vec![]),
+        Err(e) => panic!("an increment ended in {e}"),
+    });
+    // Every instance is back on its own.
+    for s in &servers {
+        let api = Api::new(s.addr);
+        assert!(
+            eventually(Duration::from_secs(5), || api.get("/ready", None).status == 200),
+            "an instance did not recover"
+        );
+    }
+    let mut values = acknowledged.clone();
+    values.sort_unstable();
+    values.dedup();
+    assert_eq!(values.len(), acknowledged.len(), "a value was given twice");
+    let end: i64 = Api::new(addr).get("/api/v1/counter", None).json()["value"]
+        .as_i64()
+        .unwrap();
+    // Nothing acknowledged was lost: the counter is at least every value given.
+    assert!(
+        values.last().is_some_and(|&max| max <= end),
+        "{end} < {:?}",
+        values.last()
     );
 }
