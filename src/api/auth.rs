@@ -151,12 +151,7 @@ pub fn listen(state: &std::sync::Arc<State>) -> Result<(), String> {
 
 /// Turns a query failure into an API error, noting a lost database.
 pub fn note(st: &State, e: postgres::Error) -> ApiError {
-    let e = DbError::from(e);
-    st.db.note(&e);
-    if let DbError::Other(ref detail) = e {
-        tracing::error!("query failed: {detail}");
-    }
-    e.into()
+    st.db.failed(e).into()
 }
 
 fn valid_username(u: &str) -> bool {

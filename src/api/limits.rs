@@ -287,11 +287,7 @@ fn shared_verdict(
         let row = conn
             .client
             .query_one(sql::LEASE_RATE, &[&key, &units, &capacity])
-            .map_err(|e| {
-                let e = crate::store::db::DbError::from(e);
-                db.note(&e);
-                ApiError::from(e)
-            })?;
+            .map_err(|e| ApiError::from(db.failed(e)))?;
         let (new_tat, old_tat, now): (Option<i64>, Option<i64>, i64) = (row.get(0), row.get(1), row.get(2));
         if new_tat.is_some() {
             let mut leases = leases.lock();

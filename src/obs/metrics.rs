@@ -233,8 +233,9 @@ pub struct RouteFigures {
     /// Requests by status code (`0`: a status not counted one by one).
     pub statuses: Vec<(u16, u64)>,
     /// Duration bucket counts (not cumulative; the last is +Inf), bounds in
-    /// [`DURATION_BUCKETS`].
+    /// [`DURATION_BUCKETS`], and their sum in nanoseconds.
     pub buckets: Vec<u64>,
+    pub sum_ns: u64,
 }
 
 /// Everything per-worker, summed: for the admin dashboard.
@@ -243,6 +244,10 @@ pub struct Figures {
     pub routes: Vec<RouteFigures>,
     pub bounds: &'static [f64],
     pub queue_wait: Vec<u64>,
+    pub queue_wait_sum_ns: u64,
+    /// Batch-size bucket counts (bounds in [`BATCH_BUCKETS`]), batches and the
+    /// requests they carried.
+    pub batch_sizes: Vec<u64>,
     pub batches: u64,
     pub batched_requests: u64,
     pub engine: EngineGauges,
@@ -303,7 +308,11 @@ impl Metrics {
                 buckets: (0..=DURATION_BUCKETS.len())
                     .map(|b| sum(&|w| w.durations[r].buckets[b].get()))
                     .collect(),
+                sum_ns: sum(&|w| w.durations[r].sum.get()),
             })
+            .collect();
+        let batch_sizes: Vec<u64> = (0..=BATCH_BUCKETS.len())
+            .map(|b| sum(&|w| w.batch_size.buckets[b].get()))
             .collect();
         Figures {
             routes,
@@ -311,7 +320,9 @@ impl Metrics {
             queue_wait: (0..=DURATION_BUCKETS.len())
                 .map(|b| sum(&|w| w.queue_wait.buckets[b].get()))
                 .collect(),
-            batches: sum(&|w| w.batch_size.buckets.iter().map(Counter::get).sum()),
+            queue_wait_sum_ns: sum(&|w| w.queue_wait.sum.get()),
+            batches: batch_sizes.iter().sum(),
+            batch_sizes,
             batched_requests: sum(&|w| w.batch_size.sum.get()),
             engine: self.engine(),
         }
@@ -319,32 +330,29 @@ impl Metrics {
 
     /// Renders the per-worker figures, summed, and the engine's gauges.
     pub fn render(&self, x: &mut Exposition) {
-        self.engine().render(x);
-        let sum = |f: &dyn Fn(&WorkerMetrics) -> u64| -> u64 { self.workers.iter().map(f).sum() };
+        let f = self.figures();
+        f.engine.render(x);
         x.family(
             "http_server_requests_total",
             "counter",
             "Requests answered, by route template, method and status code.",
         );
-        for (r, labels) in self.routes.iter().enumerate() {
-            for (s, status) in STATUSES
-                .iter()
-                .map(|s| s.to_string())
-                .chain(["other".to_string()])
-                .enumerate()
-            {
-                let n = sum(&|w| w.requests[r * STATUS_SLOTS + s].get());
-                if n > 0 {
-                    x.sample(
-                        "http_server_requests_total",
-                        &[
-                            ("http_route", labels.template),
-                            ("http_request_method", labels.method),
-                            ("http_response_status_code", &status),
-                        ],
-                        n as f64,
-                    );
-                }
+        for r in &f.routes {
+            for &(status, n) in &r.statuses {
+                let status = if status == 0 {
+                    "other".to_string()
+                } else {
+                    status.to_string()
+                };
+                x.sample(
+                    "http_server_requests_total",
+                    &[
+                        ("http_route", r.route),
+                        ("http_request_method", r.method),
+                        ("http_response_status_code", &status),
+                    ],
+                    n as f64,
+                );
             }
         }
         x.family(
@@ -352,23 +360,13 @@ impl Metrics {
             "histogram",
             "Time from a connection's readiness to a request's response, by route template.",
         );
-        for (r, labels) in self.routes.iter().enumerate() {
-            let counts: Vec<u64> = (0..=DURATION_BUCKETS.len())
-                .map(|b| sum(&|w| w.durations[r].buckets[b].get()))
-                .collect();
-            if counts.iter().all(|&c| c == 0) {
-                continue;
-            }
-            let total_ns = sum(&|w| w.durations[r].sum.get());
+        for r in f.routes.iter().filter(|r| r.buckets.iter().any(|&c| c > 0)) {
             x.histogram(
                 "http_server_request_duration_seconds",
-                &[
-                    ("http_route", labels.template),
-                    ("http_request_method", labels.method),
-                ],
+                &[("http_route", r.route), ("http_request_method", r.method)],
                 &DURATION_BUCKETS,
-                &counts,
-                total_ns as f64 / 1e9,
+                &r.buckets,
+                r.sum_ns as f64 / 1e9,
             );
         }
         x.family(
@@ -376,31 +374,25 @@ impl Metrics {
             "histogram",
             "Time a ready connection waited in the task queue for a worker.",
         );
-        let counts: Vec<u64> = (0..=DURATION_BUCKETS.len())
-            .map(|b| sum(&|w| w.queue_wait.buckets[b].get()))
-            .collect();
         x.histogram(
             "crudrs_queue_wait_seconds",
             &[],
             &DURATION_BUCKETS,
-            &counts,
-            sum(&|w| w.queue_wait.sum.get()) as f64 / 1e9,
+            &f.queue_wait,
+            f.queue_wait_sum_ns as f64 / 1e9,
         );
         x.family(
             "crudrs_group_commit_batch_size",
             "histogram",
             "Requests committed together by one group commit.",
         );
-        let counts: Vec<u64> = (0..=BATCH_BUCKETS.len())
-            .map(|b| sum(&|w| w.batch_size.buckets[b].get()))
-            .collect();
         let bounds: Vec<f64> = BATCH_BUCKETS.iter().map(|&b| b as f64).collect();
         x.histogram(
             "crudrs_group_commit_batch_size",
             &[],
             &bounds,
-            &counts,
-            sum(&|w| w.batch_size.sum.get()) as f64,
+            &f.batch_sizes,
+            f.batched_requests as f64,
         );
     }
 }

@@ -262,6 +262,17 @@ impl Db {
 
     /// Records that a query failed because the database went away: a failure for
     /// the breaker.
+    /// A failed query as a [`DbError`], noted (a lost database counts for the
+    /// breaker) and logged when it is neither an outage nor a conflict.
+    pub fn failed(&self, e: postgres::Error) -> DbError {
+        let e = DbError::from(e);
+        self.note(&e);
+        if let DbError::Other(ref detail) = e {
+            tracing::error!("query failed: {detail}");
+        }
+        e
+    }
+
     pub fn note(&self, e: &DbError) {
         if let DbError::Unavailable(_) = e {
             USE_FAILED.with(|f| f.set(true));
