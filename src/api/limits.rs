@@ -359,10 +359,6 @@ impl QuotaFields {
         self.len = 0;
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
     fn set(&mut self, policy: &[u8], tier: Tier, v: &Verdict) {
         self.len = 0;
         self.push(policy);
@@ -456,7 +452,7 @@ mod tests {
             retry_after_secs: 0,
         };
         let mut q = QuotaFields::default();
-        assert!(q.is_empty());
+        assert!(q.lines().is_empty());
         q.set(&policy_line(Tier::Free, &r), Tier::Free, &v);
         assert_eq!(
             q.lines(),

@@ -13,7 +13,6 @@ use super::conn::{Conn, Grant, Phase};
 use super::shared::Shared;
 use super::transfer::{AnswerMeta, Incoming, Outgoing};
 use crate::api::error::{ApiError, Error};
-use crate::api::limits::QuotaFields;
 use crate::api::request::{Reply, Request};
 use crate::api::route::{BodyUse, Lane, Plan, Wait, ROUTE_LABELS, UNMATCHED};
 use crate::api::{Api, Staged};
@@ -26,10 +25,9 @@ use crate::http::request_id::{IdGen, RequestId};
 use crate::http::response::{encode, encode_head, ResponseHead, CONTINUE};
 use crate::obs::access_log::{Entry, FLUSH_BYTES};
 use crate::obs::stats::Kind;
-use std::net::{IpAddr, Ipv4Addr};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::SystemTime;
 
 /// Why processing the buffered bytes stopped.
 pub(crate) enum Step {
@@ -56,22 +54,14 @@ pub(crate) struct Dispatcher {
     decoded: Vec<u8>,
     /// Scratch for one gzip-compressed response body.
     gzipped: Vec<u8>,
-    /// The rate-limit fields of the response being made (empty: none), written
-    /// by admission.
-    quota: QuotaFields,
-    /// The request ID of the response being made.
-    id: RequestId,
+    /// What the response being made carries besides its body (rate-limit
+    /// fields, request ID) and how it is counted and logged; an upload keeps its
+    /// own copy while other requests are answered.
+    meta: AnswerMeta,
     ids: IdGen,
-    /// This worker's number (its metrics block), the metrics slot of the request
-    /// being answered, and when its connection became ready.
+    /// This worker's number (its metrics block).
     worker: usize,
-    slot: usize,
-    started: Instant,
-    /// For the access log: the request's method, client and user, and the lines
-    /// not yet written.
-    method: Method,
-    client: IpAddr,
-    user: Option<i64>,
+    /// Access-log lines not yet written.
     log: Vec<u8>,
     date: DateCache,
 }
@@ -88,15 +78,9 @@ impl Dispatcher {
             body: Vec::with_capacity(16 * 1024),
             decoded: Vec::with_capacity(cfg.max_json_bytes),
             gzipped: Vec::new(),
-            quota: QuotaFields::default(),
-            id: RequestId::default(),
+            meta: AnswerMeta::new(),
             ids: IdGen::new(),
             worker,
-            slot: UNMATCHED,
-            started: Instant::now(),
-            method: Method::Other,
-            client: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-            user: None,
             log: Vec::new(),
             date: DateCache::default(),
             api,
@@ -109,7 +93,7 @@ impl Dispatcher {
     pub fn process(&mut self, conn: &mut Conn, buf: &[u8]) -> (usize, Step) {
         let mut pos = 0;
         // Durations count from the connection's readiness (its queue wait included).
-        self.started = conn.queued_at;
+        self.meta.started = conn.queued_at;
         loop {
             if conn.is_uploading() {
                 // The only place body bytes reach an upload, whenever they arrive.
@@ -127,11 +111,7 @@ impl Dispatcher {
                 return (pos, Step::NeedMore);
             }
             // Fields of the last response do not carry over.
-            self.quota.clear();
-            self.slot = UNMATCHED;
-            self.method = Method::Other;
-            self.client = conn.peer;
-            self.user = None;
+            self.meta.reset(conn.peer);
             let head = match parse_head(rest, &self.limits) {
                 Ok(Some(head)) => head,
                 Ok(None) => {
@@ -139,14 +119,15 @@ impl Dispatcher {
                     return (pos, Step::NeedMore);
                 }
                 Err(e) => {
-                    self.id.generate(&mut self.ids);
+                    self.meta.id.generate(&mut self.ids);
                     self.fail(e.into(), false);
                     return (pos, Step::Close);
                 }
             };
-            self.id
+            self.meta
+                .id
                 .assign(head.request_id.map(|id| id.of(rest)), &mut self.ids);
-            self.method = head.method;
+            self.meta.method = head.method;
             let head_only = head.method == Method::Head;
             // A request that already waited (for a permit, or for a batch that
             // committed it) is answered, never shed: its write may be done.
@@ -160,7 +141,7 @@ impl Dispatcher {
             }
             let (plan, limit) = match planned {
                 Ok(plan) => {
-                    self.slot = plan.slot;
+                    self.meta.slot = plan.slot;
                     (Ok(plan), plan.body_limit)
                 }
                 Err(e) if e.closes_connection() || !self.can_skip_body(&head) => {
@@ -178,7 +159,7 @@ impl Dispatcher {
                 // never buffered, and a refusal closes rather than skip it.
                 let started = match self
                     .api
-                    .admit(plan, &head, rest, conn.peer, true, &mut self.quota)
+                    .admit(plan, &head, rest, conn.peer, true, &mut self.meta.quota)
                 {
                     Ok(admitted) => {
                         let req = Request {
@@ -247,7 +228,7 @@ impl Dispatcher {
                     // request; one that waited was admitted and charged before.
                     match self
                         .api
-                        .admit(&plan, &head, rest, conn.peer, !waited, &mut self.quota)
+                        .admit(&plan, &head, rest, conn.peer, !waited, &mut self.meta.quota)
                     {
                         Ok(admitted) => {
                             req.client = admitted.client;
@@ -353,7 +334,7 @@ impl Dispatcher {
 
     /// Encodes a handler's result into the batch: the file to stream after the head,
     /// if any, and whether the connection closes after this response. The
-    /// response carries the rate-limit fields admission left in `self.quota`.
+    /// response carries the rate-limit fields admission left in `self.meta.quota`.
     fn reply(
         &mut self,
         result: Result<Reply, Error>,
@@ -382,25 +363,6 @@ impl Dispatcher {
         let min = self.shared.config.compress_min_bytes;
         let date = self.date.now();
         match result {
-            // The plain case (a small buffered body, no extra field) takes no part
-            // in what follows: nothing to negotiate, nothing to add.
-            Ok(reply)
-                if reply.header.is_none()
-                    && reply.file.is_none()
-                    && self.quota.is_empty()
-                    && !worth_compressing(min, self.body.len()) =>
-            {
-                let head = ResponseHead {
-                    status: reply.status,
-                    content_type: reply.content_type,
-                    headers: &[],
-                    lines: b"",
-                    request_id: self.id.as_bytes(),
-                    close,
-                };
-                encode(&mut self.out, date, &head, &self.body, head_only);
-                (None, close)
-            }
             Ok(reply) => {
                 let mut extra = [("", ""); 3];
                 let mut n = 0;
@@ -412,9 +374,11 @@ impl Dispatcher {
                 // and is gzipped when the client accepts that (never a file or a
                 // body-less status).
                 let mut body: &[u8] = &self.body;
-                if reply.file.is_none()
+                // (The length first: most bodies are small, and then nothing else
+                // is looked at.)
+                if worth_compressing(min, body.len())
+                    && reply.file.is_none()
                     && reply.content_type == Some("application/json")
-                    && worth_compressing(min, body.len())
                     && !matches!(reply.status, 204 | 304)
                 {
                     extra[n] = ("Vary", "Accept-Encoding");
@@ -434,8 +398,8 @@ impl Dispatcher {
                     status: reply.status,
                     content_type: reply.content_type,
                     headers: &extra[..n],
-                    lines: self.quota.lines(),
-                    request_id: self.id.as_bytes(),
+                    lines: self.meta.quota.lines(),
+                    request_id: self.meta.id.as_bytes(),
                     close,
                 };
                 match reply.file {
@@ -450,7 +414,7 @@ impl Dispatcher {
                 }
             }
             Err(e) => {
-                log_failure(&e, &self.id);
+                log_failure(&e, &self.meta.id);
                 if let Error::Api(ApiError::RateLimited(_)) = e {
                     self.shared.stats.limited.fetch_add(1, Relaxed);
                 }
@@ -460,8 +424,8 @@ impl Dispatcher {
                     date,
                     close,
                     head_only,
-                    self.id.as_bytes(),
-                    self.quota.lines(),
+                    self.meta.id.as_bytes(),
+                    self.meta.quota.lines(),
                 );
                 (None, close)
             }
@@ -479,16 +443,7 @@ impl Dispatcher {
         self.count(Some(plan.kind));
         let body = self.api.admit_upload(req)?;
         let decoder = Decoder::new(req.head.framing, plan.body_limit);
-        let meta = AnswerMeta {
-            quota: self.quota.clone(),
-            id: self.id.clone(),
-            slot: plan.slot,
-            started: self.started,
-            method: self.method,
-            client: self.client,
-            user: self.user,
-        };
-        let incoming = Incoming::new(body, decoder, close, req.head.expect_continue, meta);
+        let incoming = Incoming::new(body, decoder, close, req.head.expect_continue, self.meta.clone());
         conn.phase = Phase::Uploading(Box::new(incoming));
         Ok(())
     }
@@ -500,14 +455,9 @@ impl Dispatcher {
         let Phase::Uploading(incoming) = &mut conn.phase else {
             return (0, Step::NeedMore);
         };
-        // Its answer (or its error) carries the upload's own request ID, and is
-        // counted from when the upload started.
-        self.id.clone_from(&incoming.meta.id);
-        self.slot = incoming.meta.slot;
-        self.started = incoming.meta.started;
-        self.method = incoming.meta.method;
-        self.client = incoming.meta.client;
-        self.user = incoming.meta.user;
+        // Its answer (or its error) is the upload's own: its request ID and
+        // fields, counted from when the upload started.
+        self.meta.clone_from(&incoming.meta);
         match incoming.feed(bytes) {
             Ok((used, false)) => {
                 // Admission passed and the body is still missing: a waiting client
@@ -524,7 +474,6 @@ impl Dispatcher {
                 let close = incoming.close;
                 self.body.clear();
                 let result = self.api.finish_upload(incoming.body, &mut self.body);
-                self.quota = incoming.meta.quota;
                 let (_, closes) = self.reply(result, close, false, None);
                 (used, if closes { Step::Close } else { Step::NeedMore })
             }
@@ -539,22 +488,22 @@ impl Dispatcher {
     /// Answers a request that ends the connection.
     pub fn fail(&mut self, e: Error, head_only: bool) {
         self.count(None);
-        log_failure(&e, &self.id);
+        log_failure(&e, &self.meta.id);
         let before = self.out.len();
         e.encode(
             &mut self.out,
             self.date.now(),
             true,
             head_only,
-            self.id.as_bytes(),
+            self.meta.id.as_bytes(),
         );
         self.record(e.status(), (self.out.len() - before) as u64);
     }
 
     /// Notes the client and user admission found, for the access log.
     fn note_client(&mut self, req: &Request<'_>) {
-        self.client = req.client;
-        self.user = match &req.auth {
+        self.meta.client = req.client;
+        self.meta.user = match &req.auth {
             Some(Ok((who, _))) => Some(who.user_id),
             _ => None,
         };
@@ -567,24 +516,24 @@ impl Dispatcher {
         if !metrics && !log {
             return;
         }
-        let took = self.started.elapsed();
+        let took = self.meta.started.elapsed();
         if metrics {
             self.shared
                 .metrics
                 .worker(self.worker)
-                .request(self.slot, status, took);
+                .request(self.meta.slot, status, took);
         }
         if log {
             Entry {
                 time: SystemTime::now(),
-                request_id: self.id.as_str(),
-                method: self.method.as_str(),
-                route: ROUTE_LABELS[self.slot.min(UNMATCHED)].template,
+                request_id: self.meta.id.as_str(),
+                method: self.meta.method.as_str(),
+                route: ROUTE_LABELS[self.meta.slot.min(UNMATCHED)].template,
                 status,
                 bytes,
                 duration: took,
-                client: self.client,
-                user_id: self.user,
+                client: self.meta.client,
+                user_id: self.meta.user,
             }
             .format(&mut self.log);
             if self.log.len() >= FLUSH_BYTES {

@@ -10,14 +10,15 @@
 use super::io::write_some;
 use crate::api::error::Error;
 use crate::api::limits::QuotaFields;
+use crate::api::route::UNMATCHED;
 use crate::api::UploadBody;
 use crate::http::body::Decoder;
 use crate::http::parse::Method;
 use crate::http::request_id::RequestId;
 use std::fs::File;
 use std::io;
-use std::net::IpAddr;
 use std::net::TcpStream;
+use std::net::{IpAddr, Ipv4Addr};
 use std::os::unix::fs::FileExt;
 use std::time::Instant;
 
@@ -37,6 +38,7 @@ pub(crate) struct Incoming {
 }
 
 /// What the answer to a request carries besides its body, and how it is counted.
+#[derive(Clone)]
 pub(crate) struct AnswerMeta {
     /// The rate-limit fields, from the request's admission.
     pub quota: QuotaFields,
@@ -48,6 +50,30 @@ pub(crate) struct AnswerMeta {
     pub method: Method,
     pub client: IpAddr,
     pub user: Option<i64>,
+}
+
+impl AnswerMeta {
+    pub fn new() -> AnswerMeta {
+        AnswerMeta {
+            quota: QuotaFields::default(),
+            id: RequestId::default(),
+            slot: UNMATCHED,
+            started: Instant::now(),
+            method: Method::Other,
+            client: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            user: None,
+        }
+    }
+
+    /// Forgets the last request's fields before the next one from `peer` (the ID
+    /// is assigned anew, and `started` stays: it is the connection's).
+    pub fn reset(&mut self, peer: IpAddr) {
+        self.quota.clear();
+        self.slot = UNMATCHED;
+        self.method = Method::Other;
+        self.client = peer;
+        self.user = None;
+    }
 }
 
 impl Incoming {
