@@ -61,10 +61,13 @@ impl Balancer {
             .spawn()
             .unwrap();
         let b = Balancer { child, addr: public };
+        // Up, and its first health checks passed: some instance answers /ready.
+        let api = Api::new(b.addr);
         assert!(
-            eventually(Duration::from_secs(5), || std::net::TcpStream::connect(b.addr)
-                .is_ok()),
-            "haproxy did not start"
+            eventually(Duration::from_secs(5), || {
+                std::net::TcpStream::connect(b.addr).is_ok() && api.get("/ready", None).status == 200
+            }),
+            "haproxy did not start, or no instance is up behind it"
         );
         b
     }
@@ -197,10 +200,6 @@ fn an_instance_stopped_under_load_fails_no_request() {
     let ports: Vec<u16> = servers.iter().map(|s| s.lock().unwrap().addr.port()).collect();
     let lb = Balancer::start(&ports);
     let api = Api::new(lb.addr);
-    assert!(eventually(Duration::from_secs(5), || api
-        .get("/ready", None)
-        .status
-        == 200));
     let start: i64 = api.get("/api/v1/counter", None).json()["value"].as_i64().unwrap();
 
     let (values, failures) = under_load(lb.addr, 4, || {
@@ -230,10 +229,6 @@ fn an_instance_killed_under_load_costs_only_its_requests_in_flight_and_rejoins()
     let ports: Vec<u16> = servers.iter().map(|s| s.addr.port()).collect();
     let lb = Balancer::start(&ports);
     let api = Api::new(lb.addr);
-    assert!(eventually(Duration::from_secs(5), || api
-        .get("/ready", None)
-        .status
-        == 200));
 
     let victim = &mut servers[1];
     let (values, failures) = under_load(lb.addr, CLIENTS, || {
@@ -294,10 +289,6 @@ fn every_instance_recovers_from_a_database_restart_and_nothing_acknowledged_is_l
     let ports: Vec<u16> = servers.iter().map(|s| s.addr.port()).collect();
     let lb = Balancer::start(&ports);
     let addr = lb.addr;
-    assert!(eventually(Duration::from_secs(5), || Api::new(addr)
-        .get("/ready", None)
-        .status
-        == 200));
 
     // Increments through HAProxy while PostgreSQL stops and starts: answered, or
     // refused (503 from an instance's breaker, or from HAProxy with every
