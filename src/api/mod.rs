@@ -75,11 +75,18 @@ impl Api {
         admin::create_admin(&self.state, name)
     }
 
-    /// Shutdown has begun: /ready answers 503 from now on.
-    pub fn begin_drain(&self) {
-        self.state
+    /// Shutdown has begun: /ready answers 503 from now on. False when it had
+    /// begun already.
+    pub fn begin_drain(&self) -> bool {
+        !self
+            .state
             .draining
-            .store(true, std::sync::atomic::Ordering::Relaxed);
+            .swap(true, std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Whether shutdown has begun (`begin_drain`).
+    pub fn is_draining(&self) -> bool {
+        self.state.draining.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Whether every pooled database connection is open (start-up fills the pool

@@ -152,7 +152,7 @@ impl Dispatcher {
                 }
                 Err(e) => (Err(e), self.api.unrouted_body_limit()),
             };
-            let close = !head.keep_alive || self.shared.closes_connections();
+            let close = !head.keep_alive || self.shared.is_shutting_down() || self.api.is_draining();
 
             if let Some(plan) = plan.as_ref().ok().filter(|p| p.body == BodyUse::Streamed) {
                 // An upload is admitted once, from its head: its body is streamed,

@@ -35,11 +35,12 @@ impl Stopper {
     /// its traffic away before anything is refused.
     pub fn stop(&self) {
         let delay = self.0.config.drain_delay;
-        if delay.is_zero() || !self.0.begin_drain() {
+        // The API holds the one draining flag: /ready reads it, and so does the
+        // dispatcher, which then closes every connection after its answer.
+        if delay.is_zero() || !self.1.begin_drain() {
             self.0.request_shutdown();
             return;
         }
-        self.1.begin_drain();
         tracing::info!("draining for {delay:?} before shutting down");
         let shared = Arc::clone(&self.0);
         let spawned = std::thread::Builder::new().name("drain".into()).spawn(move || {

@@ -49,8 +49,6 @@ pub(crate) struct Shared {
     pub shedder: Shedder,
     shutdown: AtomicBool,
     stopped: AtomicBool,
-    /// SIGTERM came: every response closes its connection (`--drain-delay`).
-    draining: AtomicBool,
 }
 
 impl Shared {
@@ -72,7 +70,6 @@ impl Shared {
             registry,
             shutdown: AtomicBool::new(false),
             stopped: AtomicBool::new(false),
-            draining: AtomicBool::new(false),
             config,
         }
     }
@@ -128,17 +125,6 @@ impl Shared {
 
     pub fn is_shutting_down(&self) -> bool {
         self.shutdown.load(Ordering::Relaxed)
-    }
-
-    /// Starts draining; false when it had started already.
-    pub fn begin_drain(&self) -> bool {
-        !self.draining.swap(true, Ordering::SeqCst)
-    }
-
-    /// Whether responses should close their connections now: draining or
-    /// shutting down.
-    pub fn closes_connections(&self) -> bool {
-        self.draining.load(Ordering::Relaxed) || self.shutdown.load(Ordering::Relaxed)
     }
 
     /// The poller is gone: nothing can be parked any more; workers drain and exit.
