@@ -102,4 +102,22 @@ CREATE UNLOGGED TABLE IF NOT EXISTS rate_buckets (
     tat bigint NOT NULL
 );
 
+-- The relay's level-2 cache, shared by every instance (--relay-upstream): one
+-- row per upstream URL, written behind the responses. UNLOGGED: a crash may
+-- empty it, which costs only upstream requests. Times are milliseconds since
+-- the Unix epoch, lifetimes seconds (see cache::policy::Lifetime).
+CREATE UNLOGGED TABLE IF NOT EXISTS http_cache (
+    key           text PRIMARY KEY,
+    status        smallint NOT NULL,
+    header_lines  bytea NOT NULL,
+    body          bytea NOT NULL,
+    stored_at     bigint NOT NULL,
+    initial_age   bigint NOT NULL,
+    fresh         bigint NOT NULL,
+    swr           bigint NOT NULL,
+    sie           bigint NOT NULL,
+    useless_after bigint NOT NULL
+);
+CREATE INDEX IF NOT EXISTS http_cache_useless_after ON http_cache (useless_after);
+
 COMMIT;

@@ -192,6 +192,38 @@ pub struct Args {
     #[arg(long, env = "METRICS_TOKEN")]
     pub metrics_token: Option<String>,
 
+    /// Relay GET /relay/<path>?<query> to this upstream base URL (http:// only; off when unset).
+    #[arg(long, env = "RELAY_UPSTREAM", value_name = "URL")]
+    pub relay_upstream: Option<String>,
+
+    /// Longest the relay waits for an upstream response, connecting included: past it, 504.
+    #[arg(long, env = "RELAY_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub relay_timeout: Duration,
+
+    /// Upstream requests in flight at once (fetch threads), and idle upstream connections kept.
+    #[arg(long, env = "RELAY_CONNECTIONS", default_value_t = 32)]
+    pub relay_connections: usize,
+
+    /// How long an upstream response that gives no freshness of its own (no max-age, s-maxage or Expires) stays fresh.
+    #[arg(long, env = "RELAY_DEFAULT_TTL", default_value = "60s", value_parser = parse_duration)]
+    pub relay_default_ttl: Duration,
+
+    /// stale-while-revalidate for upstream responses that do not set it: a stale entry is served this long after it expires while one refresh runs.
+    #[arg(long, env = "RELAY_STALE_WHILE_REVALIDATE", default_value = "0s", value_parser = parse_duration)]
+    pub relay_stale_while_revalidate: Duration,
+
+    /// stale-if-error for upstream responses that do not set it: a stale entry is served this long after it expires when the upstream fails.
+    #[arg(long, env = "RELAY_STALE_IF_ERROR", default_value = "0s", value_parser = parse_duration)]
+    pub relay_stale_if_error: Duration,
+
+    /// Largest upstream response body the relay takes (bytes); a larger one is 502.
+    #[arg(long, env = "RELAY_MAX_BODY", default_value_t = 8 << 20)]
+    pub relay_max_body: u64,
+
+    /// Bytes the relay's in-memory cache (level 1) may hold.
+    #[arg(long, env = "CACHE_BYTES", default_value_t = 64 << 20)]
+    pub cache_bytes: u64,
+
     /// Test only: route GET /debug/panic to a handler that panics (a panic costs one
     /// connection, never a worker) and GET /debug/sleep/{ms} to one that holds its
     /// worker that long (an overload on demand).
@@ -397,6 +429,38 @@ pub struct Config {
     pub shared_stats: bool,
     pub drain_delay: Duration,
     pub shared_limits: bool,
+    /// `None`: the relay is off.
+    pub relay: Option<RelayConfig>,
+    pub cache_bytes: u64,
+}
+
+/// The relay's settings (`--relay-*`).
+#[derive(Debug, Clone)]
+pub struct RelayConfig {
+    /// `http://authority/base-path`, without a trailing slash.
+    pub upstream: String,
+    pub timeout: Duration,
+    pub connections: usize,
+    pub default_ttl: Duration,
+    pub stale_while_revalidate: Duration,
+    pub stale_if_error: Duration,
+    pub max_body: u64,
+}
+
+/// Checks an upstream base URL: `http://host[:port][/path]`, no query, no
+/// fragment, no credentials.
+fn parse_upstream(url: &str) -> Result<String, String> {
+    let rest = url
+        .strip_prefix("http://")
+        .ok_or("must start with http:// (the relay does not speak TLS)")?;
+    let authority = rest.split('/').next().unwrap_or("");
+    if authority.is_empty() || authority.contains('@') {
+        return Err("needs a host, and no credentials".into());
+    }
+    if url.contains(['?', '#']) || !url.bytes().all(|b| (0x21..=0x7e).contains(&b)) {
+        return Err("may have no query, fragment, space or control character".into());
+    }
+    Ok(url.trim_end_matches('/').to_string())
 }
 
 impl Config {
@@ -436,6 +500,18 @@ impl Config {
             .map(Cidr::parse)
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| format!("--trusted-proxies: {e}"))?;
+        let relay = match a.relay_upstream.as_deref().filter(|u| !u.is_empty()) {
+            None => None,
+            Some(url) => Some(RelayConfig {
+                upstream: parse_upstream(url).map_err(|e| format!("--relay-upstream {url:?}: {e}"))?,
+                timeout: a.relay_timeout.max(Duration::from_millis(1)),
+                connections: a.relay_connections.clamp(1, 1024),
+                default_ttl: a.relay_default_ttl,
+                stale_while_revalidate: a.relay_stale_while_revalidate,
+                stale_if_error: a.relay_stale_if_error,
+                max_body: a.relay_max_body,
+            }),
+        };
         if hash_concurrency == 0 {
             return Err("hash-concurrency must be at least 1".into());
         }
@@ -486,6 +562,8 @@ impl Config {
             shared_stats: a.shared_stats,
             drain_delay: a.drain_delay,
             shared_limits: a.shared_limits,
+            relay,
+            cache_bytes: a.cache_bytes,
         })
     }
 
@@ -612,5 +690,29 @@ mod tests {
     #[test]
     fn zero_threads_is_refused() {
         assert!(Args::try_parse_from(["server", "0"]).is_err());
+    }
+
+    #[test]
+    fn upstream_urls_are_http_with_a_host_and_nothing_after_the_path() {
+        assert_eq!(
+            parse_upstream("http://127.0.0.1:9000/"),
+            Ok("http://127.0.0.1:9000".into())
+        );
+        assert_eq!(
+            parse_upstream("http://api.example/v2/"),
+            Ok("http://api.example/v2".into())
+        );
+        for bad in [
+            "https://a",
+            "ftp://a",
+            "http://",
+            "http:///x",
+            "http://u:p@a",
+            "http://a/?q",
+            "http://a/#f",
+            "http://a b",
+        ] {
+            assert!(parse_upstream(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -18,10 +18,12 @@
 //! nothing of the crate. See ARCHITECTURE.md for the map and the invariants.
 
 pub(crate) mod api;
+pub(crate) mod cache;
 pub mod config;
 pub(crate) mod engine;
 pub(crate) mod http;
 pub(crate) mod obs;
+pub(crate) mod relay;
 pub(crate) mod store;
 pub(crate) mod traffic;
 

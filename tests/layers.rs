@@ -23,8 +23,13 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("store", &["obs", "traffic"]),
     ("obs", &[]),
     ("traffic", &[]),
+    ("cache", &[]),
+    ("relay", &["cache", "obs", "store", "traffic"]),
     ("config", &["http"]),
-    ("api", &["config", "http", "obs", "store", "traffic"]),
+    (
+        "api",
+        &["cache", "config", "http", "obs", "relay", "store", "traffic"],
+    ),
     ("engine", &["api", "config", "http", "obs", "traffic"]),
 ];
 

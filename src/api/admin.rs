@@ -68,7 +68,7 @@ pub fn stats(st: &State, req: &Request<'_>, out: &mut Vec<u8>) -> Result<Reply, 
             "breakers": breakers_json(st),
             "rate_limited": rate_limited,
             "login_limited": logins,
-            "caches": caches_json(st),
+            "caches": caches_json(st, false),
             "counter_increments": st.increments.load(Relaxed),
             "events": st.events.stats().total,
             "uploads": st.uploads.load(Relaxed),
@@ -77,22 +77,66 @@ pub fn stats(st: &State, req: &Request<'_>, out: &mut Vec<u8>) -> Result<Reply, 
 }
 
 fn breakers_json(st: &State) -> serde_json::Value {
-    serde_json::json!([{
+    let mut breakers = vec![serde_json::json!({
         "dependency": "database",
         "state": st.db.breaker_state().as_str(),
         "opened": st.db.breaker_opened(),
-    }])
+    })];
+    if let Some(relay) = &st.relay {
+        breakers.push(serde_json::json!({
+            "dependency": "upstream",
+            "state": relay.breaker_state().as_str(),
+            "opened": relay.breaker_opened(),
+        }));
+    }
+    breakers.into()
 }
 
-fn caches_json(st: &State) -> serde_json::Value {
+/// Every cache's figures; `with_shared`: the relay's level 2 too, which costs
+/// a query (the dashboard's once-a-second poll leaves it out).
+fn caches_json(st: &State, with_shared: bool) -> serde_json::Value {
     let cache = |name: CacheName, c: tokens::CacheCounts| {
         serde_json::json!({"name": name.as_str(), "entries": c.entries, "hits": c.hits,
                            "misses": c.misses, "stale": c.stale})
     };
-    serde_json::json!([
+    let mut caches = vec![
         cache(CacheName::Tokens, st.tokens.counts()),
         cache(CacheName::BadTokens, st.bad_tokens.counts()),
-    ])
+    ];
+    if let Some(relay) = &st.relay {
+        let f = &relay.figures;
+        let memory = relay.memory_counts();
+        let (flights, queued) = relay.in_flight();
+        caches.push(serde_json::json!({
+            "name": CacheName::Relay.as_str(),
+            "entries": memory.entries,
+            "bytes": memory.bytes,
+            "capacity_bytes": memory.capacity,
+            "hits": f.hits.load(Relaxed),
+            "misses": f.misses.load(Relaxed),
+            "stale": f.stale.load(Relaxed),
+            "revalidated": f.revalidated.load(Relaxed),
+            "upstream_requests": f.upstream_requests.load(Relaxed),
+            "upstream_failures": f.upstream_failures.load(Relaxed),
+            "refused": f.refused.load(Relaxed),
+            "in_flight": flights,
+            "fetches_queued": queued,
+        }));
+        let mut shared = serde_json::json!({
+            "name": CacheName::RelayShared.as_str(),
+            "hits": f.shared_hits.load(Relaxed),
+            "writes_queued": f.shared_writes.load(Relaxed),
+            "writes_dropped": f.shared_dropped.load(Relaxed),
+        });
+        if with_shared {
+            if let Ok((entries, bytes)) = relay.shared_size() {
+                shared["entries"] = entries.into();
+                shared["bytes"] = bytes.into();
+            }
+        }
+        caches.push(shared);
+    }
+    caches.into()
 }
 
 pub fn breakers(st: &State, req: &Request<'_>, out: &mut Vec<u8>) -> Result<Reply, Error> {
@@ -121,7 +165,7 @@ pub fn set_breaker(st: &State, req: &Request<'_>, out: &mut Vec<u8>) -> Result<R
 
 pub fn caches(st: &State, req: &Request<'_>, out: &mut Vec<u8>) -> Result<Reply, Error> {
     admin(st, req)?;
-    json(out, &caches_json(st))
+    json(out, &caches_json(st, true))
 }
 
 /// Empties a cache: its entries are looked up again when next needed.
@@ -132,11 +176,16 @@ pub fn clear_cache(
     out: &mut Vec<u8>,
 ) -> Result<Reply, Error> {
     admin(st, req)?;
+    let relay = || st.relay.as_ref().ok_or(ApiError::NotFound);
     match cache {
         CacheName::Tokens => st.tokens.clear(),
         CacheName::BadTokens => st.bad_tokens.clear(),
+        CacheName::Relay => relay()?.clear_memory(),
+        CacheName::RelayShared => {
+            relay()?.clear_shared()?;
+        }
     }
-    json(out, &caches_json(st))
+    json(out, &caches_json(st, true))
 }
 
 pub fn tier(st: &State, req: &Request<'_>, name: Name, out: &mut Vec<u8>) -> Result<Reply, Error> {

@@ -36,6 +36,13 @@ pub enum ApiError {
     Shed,
     /// Over a rate limit (or the failed-login limit); holds Retry-After seconds.
     RateLimited(u64),
+    /// The relay's upstream is unreachable or answered unusably (502).
+    BadGateway(String),
+    /// The relay's upstream did not answer within `--relay-timeout` (504).
+    GatewayTimeout,
+    /// The relay's upstream breaker is open, or its fetch queue is full (503);
+    /// holds Retry-After seconds.
+    UpstreamUnavailable(u64),
     /// A bug or an unexpected database answer; logged, never shown in detail.
     Internal(String),
     /// Serving the request panicked (a bug); holds the panic message. The connection
@@ -100,7 +107,12 @@ impl Error {
                 ApiError::Conflict(_) => 409,
                 ApiError::UnsupportedMediaType(_) => 415,
                 ApiError::RateLimited(_) => 429,
-                ApiError::Unavailable | ApiError::Overloaded | ApiError::Shed => 503,
+                ApiError::Unavailable
+                | ApiError::Overloaded
+                | ApiError::Shed
+                | ApiError::UpstreamUnavailable(_) => 503,
+                ApiError::BadGateway(_) => 502,
+                ApiError::GatewayTimeout => 504,
                 ApiError::Internal(_) | ApiError::Panicked(_) => 500,
             },
         }
@@ -144,7 +156,9 @@ impl Error {
             429 => "rate_limited",
             431 => "header_fields_too_large",
             501 => "not_implemented",
+            502 => "bad_gateway",
             503 => "unavailable",
+            504 => "gateway_timeout",
             _ => "internal",
         }
     }
@@ -175,6 +189,9 @@ impl Error {
                 ApiError::Overloaded => "server at its connection limit, retry shortly",
                 ApiError::Shed => "server overloaded, retry shortly",
                 ApiError::RateLimited(_) => "rate limit exceeded, retry after the time in Retry-After",
+                ApiError::BadGateway(d) => d,
+                ApiError::GatewayTimeout => "the upstream did not answer in time",
+                ApiError::UpstreamUnavailable(_) => "the upstream is unavailable, retry shortly",
                 ApiError::Internal(_) | ApiError::Panicked(_) => "internal error",
             },
         };
@@ -208,14 +225,15 @@ impl Error {
     ) {
         let mut body = Vec::new();
         self.write_body(&mut body);
-        let mut fields = [("", ""); 2];
-        let mut n = 0;
+        // An error is about this one request: no cache may keep it.
+        let mut fields = [("Cache-Control", "no-store"), ("", ""), ("", "")];
+        let mut n = 1;
         let mut secs = itoa::Buffer::new();
         if let Some(h) = self.header() {
             fields[n] = h;
             n += 1;
         }
-        if let Error::Api(ApiError::RateLimited(after)) = self {
+        if let Error::Api(ApiError::RateLimited(after) | ApiError::UpstreamUnavailable(after)) = self {
             fields[n] = ("Retry-After", secs.format(*after));
             n += 1;
         }
@@ -223,6 +241,7 @@ impl Error {
             status: self.status(),
             content_type: Some("application/json"),
             headers: &fields[..n],
+            relayed: b"",
             lines,
             request_id,
             close: close || self.closes_connection(),

@@ -146,6 +146,11 @@ fn etag_matches(if_none_match: &str, etag: &str) -> bool {
         .any(|t| t == "*" || t == etag || t.strip_prefix("W/") == Some(etag))
 }
 
+/// A stored file never changes (its name is its MD5), but only an authenticated
+/// client may read it: a private cache may keep it and revalidate with its ETag,
+/// a shared one may not keep it.
+const PRIVATE_REVALIDATE: &str = "private, no-cache";
+
 pub fn get(st: &State, req: &Request<'_>, md5: [u8; 16]) -> Result<Reply, Error> {
     authenticate(st, req)?;
     let media = {
@@ -162,10 +167,9 @@ pub fn get(st: &State, req: &Request<'_>, md5: [u8; 16]) -> Result<Reply, Error>
     if let Some(inm) = req.head.if_none_match.map(|s| s.str(req.buf)) {
         if etag_matches(inm, &etag) {
             return Ok(Reply {
-                status: 304,
-                content_type: None,
+                cache_control: Some(PRIVATE_REVALIDATE),
                 header: Some(("ETag", etag)),
-                file: None,
+                ..Reply::empty(304)
             });
         }
     }
@@ -177,10 +181,11 @@ pub fn get(st: &State, req: &Request<'_>, md5: [u8; 16]) -> Result<Reply, Error>
         }
     })?;
     Ok(Reply {
-        status: 200,
         content_type: Some(media.as_str()),
         header: Some(("ETag", etag)),
         file: Some((file, size)),
+        cache_control: Some(PRIVATE_REVALIDATE),
+        ..Reply::empty(200)
     })
 }
 

@@ -21,6 +21,7 @@ pub(crate) mod limits;
 mod metrics;
 mod openapi;
 mod passwords;
+mod relay;
 pub(crate) mod request;
 pub(crate) mod route;
 mod samples;
@@ -40,7 +41,9 @@ use state::State;
 use std::net::IpAddr;
 use std::sync::Arc;
 
+pub(crate) use crate::relay::{Fetched, Resume};
 pub(crate) use files::UploadBody;
+pub(crate) use relay::{Looked, Ticket};
 
 /// A request staged for a group commit: validated, waiting for its batch.
 pub(crate) enum Staged {
@@ -166,8 +169,13 @@ impl Api {
             Route::Metrics => metrics::metrics(st, req, out),
             Route::OpenApi => {
                 out.extend_from_slice(&st.openapi);
-                Ok(Reply::json(200))
+                // The same for as long as this binary runs.
+                Ok(Reply {
+                    cache_control: Some("public, max-age=300"),
+                    ..Reply::json(200)
+                })
             }
+            Route::Relay => relay::answer(req, out),
             Route::AdminPage => admin::page(out),
             Route::AdminStats => admin::stats(st, req, out),
             Route::AdminBreakers => admin::breakers(st, req, out),
@@ -196,6 +204,21 @@ impl Api {
             Route::FileUpload => {
                 Err(ApiError::Internal("uploads are streamed, not dispatched".into()).into())
             }
+        }
+    }
+
+    /// A relayed request (`Wait::Fetch`) that has not been given anything yet:
+    /// what the cache has for it now, or the ticket to wait with.
+    pub fn relay_lookup(&self, req: &Request<'_>, request_id: &str) -> Result<Looked, Error> {
+        relay::lookup(&self.state, req, request_id)
+    }
+
+    /// Makes a relayed request wait for its key's fetch; `resume` is called
+    /// once, from a fetch thread (or at once when the fetch queue is full).
+    pub fn relay_wait(&self, ticket: Ticket, resume: Resume) {
+        match &self.state.relay {
+            Some(relay) => relay.wait(&ticket.key, &ticket.request_id, resume),
+            None => resume(Fetched::unavailable()),
         }
     }
 

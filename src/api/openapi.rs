@@ -214,6 +214,15 @@ fn operation(slot: usize) -> Option<(Value, Traits)> {
                    "responses": {"200": body("Slept.", json!({"$ref": "#/components/schemas/Health"}))}}),
             OPEN,
         ),
+        ("GET", "/relay/{path}") => (
+            json!({"summary": "The upstream's resource at this path and query (--relay-upstream), through the two-level cache. Answers carry the upstream's fields, Age and X-Cache (HIT, MISS, STALE or REVALIDATED); If-None-Match is answered 304 from the cache.",
+                   "parameters": [{"name": "path", "in": "path", "required": true, "schema": {"type": "string"}}],
+                   "responses": {"200": {"description": "The upstream's answer (its own 4xx and 5xx are relayed as they are)."},
+                                 "304": {"description": "The client's If-None-Match matches the cached ETag."},
+                                 "502": error("The upstream is unreachable or its answer unusable."),
+                                 "504": error("The upstream did not answer within --relay-timeout.")}}),
+            OPEN,
+        ),
         ("GET", "/openapi.json") => (
             json!({"summary": "This description.",
                    "responses": {"200": body("OpenAPI 3.1.", json!({"type": "object"}))}}),
@@ -328,11 +337,14 @@ fn common(op: &mut Value, t: Traits) {
     }
 }
 
-/// The whole document. `test_routes`: whether the `/debug/` routes are routed.
-pub fn document(test_routes: bool) -> Value {
+/// The whole document. `test_routes`: whether the `/debug/` routes are routed;
+/// `relay`: whether `/relay/` is.
+pub fn document(test_routes: bool, relay: bool) -> Value {
     let mut paths = Map::new();
     for (slot, labels) in ROUTE_LABELS.iter().enumerate().take(UNMATCHED) {
-        if labels.template.starts_with("/debug/") && !test_routes {
+        if (labels.template.starts_with("/debug/") && !test_routes)
+            || (labels.template.starts_with("/relay/") && !relay)
+        {
             continue;
         }
         let Some((mut op, traits)) = operation(slot) else {
@@ -427,7 +439,7 @@ mod tests {
                 labels.template
             );
         }
-        let doc = document(true);
+        let doc = document(true, true);
         for labels in &ROUTE_LABELS[..UNMATCHED] {
             assert!(
                 doc["paths"][labels.template][labels.method.to_lowercase()].is_object(),
@@ -436,12 +448,12 @@ mod tests {
                 labels.template
             );
         }
-        assert!(document(false)["paths"].get("/debug/panic").is_none());
+        assert!(document(false, false)["paths"].get("/debug/panic").is_none());
     }
 
     #[test]
     fn protected_operations_name_their_security_and_errors() {
-        let doc = document(false);
+        let doc = document(false, false);
         let get = &doc["paths"]["/api/samples"]["get"];
         assert_eq!(get["security"], json!([{"bearer": []}]));
         assert!(get["responses"]["401"].is_object());

@@ -5,7 +5,9 @@
 use super::error::{ApiError, Error};
 use super::tokens::{Principal, TokenHash};
 use crate::http::parse::Head;
+use crate::relay::Fetched;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 /// A complete request as handlers see it.
 pub struct Request<'b> {
@@ -23,6 +25,9 @@ pub struct Request<'b> {
     /// The bearer token's owner, when admission already resolved it (rate limits
     /// on); handlers then do not resolve it again.
     pub auth: Option<Result<(Principal, TokenHash), ApiError>>,
+    /// For a relayed request (see `route::Wait::Fetch`): what the cache or the
+    /// upstream gave it.
+    pub fetched: Option<Fetched>,
 }
 
 impl Request<'_> {
@@ -51,6 +56,9 @@ impl Request<'_> {
     }
 }
 
+/// The default: a dynamic or authenticated answer no cache may keep.
+pub const NO_STORE: &str = "no-store";
+
 /// What a handler answers; the body is in the buffer it was given, unless `file`
 /// holds a stored file (and its size) to stream after the head.
 #[derive(Debug)]
@@ -59,6 +67,23 @@ pub struct Reply {
     pub content_type: Option<&'static str>,
     pub header: Option<(&'static str, String)>,
     pub file: Option<(std::fs::File, u64)>,
+    /// What caches may do with the response (RFC 9111); `None` only when the
+    /// relayed fields in `upstream` say it themselves.
+    pub cache_control: Option<&'static str>,
+    /// The head of a relayed response: the upstream's fields, its age, how the
+    /// cache made it.
+    pub upstream: Option<UpstreamHead>,
+}
+
+/// What a relayed response carries besides its body.
+#[derive(Debug)]
+pub struct UpstreamHead {
+    /// Header text, each field `\r\nName: value` (see `relay::entry::Entry`).
+    pub lines: Arc<[u8]>,
+    /// `Age`, in seconds.
+    pub age: u64,
+    /// `X-Cache`.
+    pub cache: &'static str,
 }
 
 impl Reply {
@@ -68,6 +93,8 @@ impl Reply {
             content_type: Some("application/json"),
             header: None,
             file: None,
+            cache_control: Some(NO_STORE),
+            upstream: None,
         }
     }
 
@@ -77,6 +104,8 @@ impl Reply {
             content_type: None,
             header: None,
             file: None,
+            cache_control: Some(NO_STORE),
+            upstream: None,
         }
     }
 }

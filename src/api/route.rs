@@ -45,6 +45,9 @@ pub enum Route {
     AdminUserTier(Name),
     AdminUserSetTier(Name),
     AdminUserRevoke(Name),
+    /// GET or HEAD /relay/<target>: the upstream's resource, through the caches
+    /// (`--relay-upstream`).
+    Relay,
     /// GET /debug/panic, routed only with `--test-routes`: its handler panics, so
     /// tests can show that a panic costs one connection and not a worker.
     InjectedPanic,
@@ -60,15 +63,26 @@ pub enum CacheName {
     Tokens,
     /// Tokens the database does not accept.
     BadTokens,
+    /// The relay's level 1 (memory).
+    Relay,
+    /// The relay's level 2 (PostgreSQL, shared by every instance).
+    RelayShared,
 }
 
 impl CacheName {
-    pub const ALL: [CacheName; 2] = [CacheName::Tokens, CacheName::BadTokens];
+    pub const ALL: [CacheName; 4] = [
+        CacheName::Tokens,
+        CacheName::BadTokens,
+        CacheName::Relay,
+        CacheName::RelayShared,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             CacheName::Tokens => "tokens",
             CacheName::BadTokens => "bad_tokens",
+            CacheName::Relay => "relay",
+            CacheName::RelayShared => "relay_shared",
         }
     }
 }
@@ -125,6 +139,10 @@ pub enum Wait {
     /// The commit of a group-commit batch on this lane: the request is staged
     /// (`Api::stage`), committed with others (`Api::commit`), then answered.
     Batch(Lane),
+    /// A relayed resource: answered at once from the cache when it can be
+    /// (`Api::relay_lookup`), otherwise the connection waits for the key's
+    /// fetch (`Api::relay_wait`).
+    Fetch,
 }
 
 /// A group-commit lane: requests of one lane are committed together.
@@ -194,6 +212,7 @@ impl Route {
             Route::FileUpload | Route::FileGet(_) => Kind::File,
             Route::CounterIncrement | Route::CounterGet => Kind::Counter,
             Route::EventPost | Route::EventStats => Kind::Event,
+            Route::Relay => Kind::Relay,
         }
     }
 
@@ -203,6 +222,7 @@ impl Route {
             Route::AuthCreate | Route::AuthLogin => Wait::HashPermit,
             Route::CounterIncrement => Wait::Batch(Lane::Counter),
             Route::SampleCreate => Wait::Batch(Lane::Samples),
+            Route::Relay => Wait::Fetch,
             _ => Wait::Nothing,
         }
     }
@@ -254,6 +274,7 @@ impl Route {
             Route::AdminUserSetTier(_) => 24,
             Route::AdminUserRevoke(_) => 25,
             Route::OpenApi => 26,
+            Route::Relay => 27,
         }
     }
 
@@ -306,6 +327,7 @@ pub const ROUTE_LABELS: &[RouteLabels] = &[
     labels("PUT", "/admin/api/users/{name}/tier"),
     labels("POST", "/admin/api/users/{name}/revoke-tokens"),
     labels("GET", "/openapi.json"),
+    labels("GET", "/relay/{path}"),
     labels("_OTHER", ""),
 ];
 
@@ -347,6 +369,16 @@ pub fn route(method: Method, path: &str) -> Result<Route, ApiError> {
         _ => {
             if let Some(rest) = path.strip_prefix("/admin/api/") {
                 return admin_route(method, rest);
+            }
+            if path
+                .strip_prefix("/relay")
+                .is_some_and(|r| r.is_empty() || r.starts_with('/'))
+            {
+                return if is_get {
+                    Ok(Route::Relay)
+                } else {
+                    Err(ApiError::MethodNotAllowed(GET))
+                };
             }
             let parsed = if let Some(id) = path.strip_prefix("/api/sample/") {
                 parse_id(id).map(Route::SampleGet)
@@ -491,6 +523,7 @@ mod tests {
             Route::AdminUserSetTier(Name::parse("a").expect("name")),
             Route::AdminUserRevoke(Name::parse("a").expect("name")),
             Route::OpenApi,
+            Route::Relay,
         ];
         let slots: std::collections::HashSet<usize> = all.iter().map(|r| r.slot()).collect();
         assert_eq!(slots.len(), all.len());
@@ -500,6 +533,16 @@ mod tests {
             ROUTE_LABELS[Route::SampleGet(9).slot()].template,
             "/api/sample/{id}"
         );
+    }
+
+    #[test]
+    fn relay_paths_take_get_and_head_only() {
+        for path in ["/relay", "/relay/", "/relay/a/b"] {
+            assert_eq!(route(Method::Get, path).ok(), Some(Route::Relay), "{path}");
+            assert_eq!(route(Method::Head, path).ok(), Some(Route::Relay), "{path}");
+        }
+        assert!(matches!(route(Method::Post, "/relay/a"), Err(ApiError::MethodNotAllowed(_))));
+        assert!(matches!(route(Method::Get, "/relayed"), Err(ApiError::NotFound)));
     }
 
     #[test]

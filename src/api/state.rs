@@ -4,8 +4,10 @@
 use super::limits::Limits;
 use super::passwords::Passwords;
 use super::tokens::{BadTokens, TokenCache};
+use crate::cache::policy::Defaults;
 use crate::config::Config;
 use crate::obs::metrics::Metrics;
+use crate::relay::{Relay, Settings};
 use crate::store::db::{self, Db};
 use crate::store::events::Events;
 use crate::store::files::Store;
@@ -16,7 +18,10 @@ use std::sync::Arc;
 /// Everything handlers share.
 pub struct State {
     pub config: Config,
-    pub db: Db,
+    /// Shared with the relay's threads (its level-2 cache).
+    pub db: Arc<Db>,
+    /// The relay (`--relay-upstream`), when it is on.
+    pub relay: Option<Arc<Relay>>,
     pub store: Store,
     pub events: Events,
     pub tokens: TokenCache,
@@ -42,13 +47,35 @@ impl State {
         db::apply_schema(&config.database_url, config.db_startup_wait)
             .map_err(|e| format!("cannot apply schema.sql: {e}"))?;
         let breaker = Breaker::new("database", config.breaker_failures, config.breaker_reset);
-        let db = Db::new(
-            &config.database_url,
-            config.db_pool_size,
-            config.db_timeout,
-            breaker,
-        )
-        .map_err(|e| e.to_string())?;
+        let db = Arc::new(
+            Db::new(
+                &config.database_url,
+                config.db_pool_size,
+                config.db_timeout,
+                breaker,
+            )
+            .map_err(|e| e.to_string())?,
+        );
+        let relay = match &config.relay {
+            None => None,
+            Some(r) => Some(Relay::start(
+                Settings {
+                    upstream: r.upstream.clone(),
+                    timeout: r.timeout,
+                    connections: r.connections,
+                    max_body: r.max_body,
+                    cache_bytes: config.cache_bytes,
+                    defaults: Defaults {
+                        ttl: r.default_ttl,
+                        stale_while_revalidate: r.stale_while_revalidate,
+                        stale_if_error: r.stale_if_error,
+                    },
+                    breaker_failures: config.breaker_failures,
+                    breaker_reset: config.breaker_reset,
+                },
+                Arc::clone(&db),
+            )?),
+        };
         let passwords = Passwords::new(config.argon2_memory_kib, config.argon2_iterations)?;
         let store = Store::open(&config.data_dir)
             .map_err(|e| format!("cannot use data directory {}: {e}", config.data_dir.display()))?;
@@ -64,10 +91,11 @@ impl State {
             uploads: AtomicU64::new(0),
             upload_bytes: AtomicU64::new(0),
             draining: std::sync::atomic::AtomicBool::new(false),
-            openapi: super::openapi::document(config.test_routes)
+            openapi: super::openapi::document(config.test_routes, config.relay.is_some())
                 .to_string()
                 .into_bytes(),
             db,
+            relay,
             config: config.clone(),
         })
     }

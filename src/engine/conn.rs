@@ -16,6 +16,8 @@ use super::io::Io;
 use super::registry::{Parked, Registry};
 use super::transfer::{Incoming, Outgoing};
 use crate::api::error::ApiError;
+use crate::api::Fetched;
+use crate::http::request_id::RequestId;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -51,12 +53,22 @@ pub(crate) enum Phase {
     Closing,
 }
 
+/// What a waiting request keeps of its first pass, so its answer carries the
+/// same request ID (the one a relay fetch sent upstream) and its duration counts
+/// from when it first became ready.
+pub(crate) struct Held {
+    pub id: RequestId,
+    pub started: Instant,
+}
+
 /// What a waiting request was given.
 pub(crate) enum Grant {
     /// A permit of the hashing gate, released when the request has been answered.
     Permit(Permit),
     /// Its batch committed: a value or id, or an error.
     Committed(Result<i64, ApiError>),
+    /// Its relay fetch landed: the answer (or the error) it was given.
+    Fetched(Fetched),
 }
 
 pub(crate) struct Conn {
@@ -69,6 +81,9 @@ pub(crate) struct Conn {
     pub queued_at: Instant,
     /// The socket peer's address (the client's, unless it is a proxy).
     pub peer: IpAddr,
+    /// What the request at the front of the buffer keeps while it waits (in the
+    /// gate, a batcher or a relay flight).
+    pub held: Option<Held>,
     registry: Arc<Registry<Conn>>,
 }
 
@@ -81,6 +96,7 @@ impl Conn {
             deadline,
             queued_at: deadline,
             peer,
+            held: None,
             registry,
         }
     }

@@ -9,13 +9,13 @@
 //! on routes. The driver runs `process` under one `catch_unwind` per read, so a
 //! panic in a handler costs its connection (500, then close), not the worker.
 
-use super::conn::{Conn, Grant, Phase};
+use super::conn::{Conn, Grant, Held, Phase};
 use super::shared::Shared;
 use super::transfer::{AnswerMeta, Incoming, Outgoing};
 use crate::api::error::{ApiError, Error};
 use crate::api::request::{Reply, Request};
 use crate::api::route::{BodyUse, Lane, Plan, Wait, ROUTE_LABELS, UNMATCHED};
-use crate::api::{Api, Staged};
+use crate::api::{Api, Looked, Staged, Ticket};
 use crate::http::body::Decoder;
 use crate::http::compress::{accepts_gzip, gzip};
 use crate::http::date::DateCache;
@@ -39,6 +39,8 @@ pub(crate) enum Step {
     NeedPermit,
     /// The next request is staged for a group commit on this lane.
     NeedBatch(Lane, Staged),
+    /// The next request waits for the relay to fetch its target.
+    NeedFetch(Ticket),
 }
 
 /// Request processing state of one worker: the API handle and scratch buffers.
@@ -124,14 +126,22 @@ impl Dispatcher {
                     return (pos, Step::Close);
                 }
             };
-            self.meta
-                .id
-                .assign(head.request_id.map(|id| id.of(rest)), &mut self.ids);
+            // A request that already waited (for a permit, for a batch that
+            // committed it, for a fetch) is answered, never shed: its write may be
+            // done. It keeps the ID and start time of its first pass.
+            let waited = matches!(conn.phase, Phase::Granted(_));
+            match conn.held.take().filter(|_| waited) {
+                Some(held) => {
+                    self.meta.id = held.id;
+                    self.meta.started = held.started;
+                }
+                None => self
+                    .meta
+                    .id
+                    .assign(head.request_id.map(|id| id.of(rest)), &mut self.ids),
+            }
             self.meta.method = head.method;
             let head_only = head.method == Method::Head;
-            // A request that already waited (for a permit, or for a batch that
-            // committed it) is answered, never shed: its write may be done.
-            let waited = matches!(conn.phase, Phase::Granted(_));
             let mut planned = self.api.plan(&head, rest);
             if let Ok(plan) = &planned {
                 if plan.shed && !waited && self.shared.shedder.is_shedding() {
@@ -169,6 +179,7 @@ impl Dispatcher {
                             committed: None,
                             client: admitted.client,
                             auth: admitted.auth,
+                            fetched: None,
                         };
                         self.note_client(&req);
                         self.start_upload(conn, &req, plan, close)
@@ -216,6 +227,7 @@ impl Dispatcher {
                 committed: None,
                 client: conn.peer,
                 auth: None,
+                fetched: None,
             };
 
             let (sent, closes) = match plan {
@@ -257,16 +269,35 @@ impl Dispatcher {
                         (Wait::HashPermit, _) => {
                             self.decoded = decoded;
                             conn.reading(true);
+                            self.hold(conn);
                             return (pos, Step::NeedPermit);
                         }
                         (Wait::Batch(_), Some(Grant::Committed(result))) => {
                             req.committed = Some(result);
                             None
                         }
+                        (Wait::Fetch, Some(Grant::Fetched(fetched))) => {
+                            req.fetched = Some(fetched);
+                            None
+                        }
+                        (Wait::Fetch, _) => match self.api.relay_lookup(&req, self.meta.id.as_str()) {
+                            Ok(Looked::Ready(fetched)) => {
+                                req.fetched = Some(fetched);
+                                None
+                            }
+                            Ok(Looked::Wait(ticket)) => {
+                                self.decoded = decoded;
+                                conn.reading(true);
+                                self.hold(conn);
+                                return (pos, Step::NeedFetch(ticket));
+                            }
+                            Err(e) => Some(e),
+                        },
                         (Wait::Batch(lane), _) => match self.api.stage(plan.route, &req) {
                             Ok(staged) => {
                                 self.decoded = decoded;
                                 conn.reading(true);
+                                self.hold(conn);
                                 return (pos, Step::NeedBatch(lane, staged));
                             }
                             // Refused before it was staged (401, 400, ...).
@@ -294,6 +325,15 @@ impl Dispatcher {
                 return (pos, Step::Close);
             }
         }
+    }
+
+    /// Keeps what the request about to wait must answer with when it comes back:
+    /// its ID, and when its connection became ready.
+    fn hold(&self, conn: &mut Conn) {
+        conn.held = Some(Held {
+            id: self.meta.id.clone(),
+            started: self.meta.started,
+        });
     }
 
     /// Whether the body of a request that will not be served can be read and
@@ -364,11 +404,21 @@ impl Dispatcher {
         let date = self.date.now();
         match result {
             Ok(reply) => {
-                let mut extra = [("", ""); 3];
+                let mut extra = [("", ""); 6];
                 let mut n = 0;
                 if let Some((name, value)) = &reply.header {
                     extra[n] = (*name, value.as_str());
                     n += 1;
+                }
+                if let Some(cache_control) = reply.cache_control {
+                    extra[n] = ("Cache-Control", cache_control);
+                    n += 1;
+                }
+                let mut age = itoa::Buffer::new();
+                if let Some(upstream) = &reply.upstream {
+                    extra[n] = ("Age", age.format(upstream.age));
+                    extra[n + 1] = ("X-Cache", upstream.cache);
+                    n += 2;
                 }
                 // A JSON body big enough to be worth it varies with Accept-Encoding,
                 // and is gzipped when the client accepts that (never a file or a
@@ -398,6 +448,7 @@ impl Dispatcher {
                     status: reply.status,
                     content_type: reply.content_type,
                     headers: &extra[..n],
+                    relayed: reply.upstream.as_ref().map_or(&[], |u| &u.lines),
                     lines: self.meta.quota.lines(),
                     request_id: self.meta.id.as_bytes(),
                     close,

@@ -16,7 +16,7 @@ use super::io::{write_some, ReadEnd};
 use super::shared::{Shared, Waiter};
 use crate::api::error::ApiError;
 use crate::api::route::Lane;
-use crate::api::Api;
+use crate::api::{Api, Resume};
 use crate::http::error::HttpError;
 use std::any::Any;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -173,7 +173,7 @@ impl Driver {
         if conn.io.send(&self.dispatch.out).is_err() {
             return Next::Stop(Driven::Done);
         }
-        let waits = matches!(step, Step::NeedPermit | Step::NeedBatch(..));
+        let waits = matches!(step, Step::NeedPermit | Step::NeedBatch(..) | Step::NeedFetch(_));
         if waits && !conn.io.has_pending() {
             // Keep what is buffered (the waiting request heads it) and wait with the
             // connection, not the worker.
@@ -181,6 +181,19 @@ impl Driver {
             match step {
                 Step::NeedBatch(lane, staged) => {
                     return Next::Stop(Driven::Batch(lane, Waiter { conn, staged }))
+                }
+                // The connection waits in the key's flight; the fetch thread that
+                // lands it queues it again with its answer.
+                Step::NeedFetch(ticket) => {
+                    let shared = Arc::clone(&self.shared);
+                    let resume: Resume = Box::new(move |fetched| {
+                        let mut conn = conn;
+                        conn.phase = Phase::Granted(Grant::Fetched(fetched));
+                        // A closed queue (shutdown) drops the connection.
+                        let _ = shared.enqueue(conn);
+                    });
+                    self.dispatch.api.relay_wait(ticket, resume);
+                    return Next::Stop(Driven::Done);
                 }
                 // Take a permit or wait in the gate's queue (atomically).
                 _ => {

@@ -24,6 +24,9 @@ pub struct ResponseHead<'a> {
     pub content_type: Option<&'a str>,
     /// Further header fields, already valid header text.
     pub headers: &'a [(&'a str, &'a str)],
+    /// Header lines relayed from an upstream's response, each starting with
+    /// CRLF (already valid header text; empty for none).
+    pub relayed: &'a [u8],
     /// Further header lines formatted by the caller, each starting with CRLF
     /// (already valid header text; empty for none).
     pub lines: &'a [u8],
@@ -59,6 +62,7 @@ pub fn encode_head(out: &mut Vec<u8>, date: &[u8], head: &ResponseHead<'_>, cont
         out.extend_from_slice(b"\r\nContent-Type: ");
         out.extend_from_slice(ct.as_bytes());
     }
+    out.extend_from_slice(head.relayed);
     for (name, value) in head.headers {
         out.extend_from_slice(b"\r\n");
         out.extend_from_slice(name.as_bytes());
@@ -107,7 +111,9 @@ pub fn reason(status: u16) -> &'static str {
         431 => "Request Header Fields Too Large",
         500 => "Internal Server Error",
         501 => "Not Implemented",
+        502 => "Bad Gateway",
         503 => "Service Unavailable",
+        504 => "Gateway Timeout",
         _ => "Unknown",
     }
 }
@@ -125,6 +131,7 @@ mod tests {
             status: 405,
             content_type: Some("application/json"),
             headers: &[("Allow", "GET, HEAD")],
+            relayed: b"",
             lines: b"\r\nRateLimit: \"free\";r=1;t=2",
             request_id: b"f00d",
             close: true,
@@ -145,6 +152,7 @@ X-Request-Id: f00d\r\nConnection: close\r\n\r\n{}"
             status: 200,
             content_type: None,
             headers: &[],
+            relayed: b"",
             lines: b"",
             request_id: b"",
             close: false,
@@ -156,6 +164,7 @@ X-Request-Id: f00d\r\nConnection: close\r\n\r\n{}"
             status: 204,
             content_type: None,
             headers: &[],
+            relayed: b"",
             lines: b"",
             request_id: b"",
             close: false,

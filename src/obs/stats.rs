@@ -16,6 +16,7 @@ pub enum Kind {
     File,
     Counter,
     Event,
+    Relay,
 }
 
 #[derive(Default)]
@@ -32,6 +33,7 @@ pub struct Stats {
     pub file: AtomicU64,
     pub counter: AtomicU64,
     pub event: AtomicU64,
+    pub relay: AtomicU64,
     /// Requests answered with an error before reaching a handler (4xx from parsing,
     /// routing or limits).
     pub rejected_requests: AtomicU64,
@@ -59,12 +61,13 @@ impl Stats {
             Some(Kind::File) => &self.file,
             Some(Kind::Counter) => &self.counter,
             Some(Kind::Event) => &self.event,
+            Some(Kind::Relay) => &self.relay,
             None => &self.rejected_requests,
         };
         c.fetch_add(1, Relaxed);
     }
 
-    fn snapshot(&self) -> [u64; 9] {
+    fn snapshot(&self) -> [u64; 10] {
         [
             self.tasks.load(Relaxed),
             self.task_nanos.load(Relaxed),
@@ -75,6 +78,7 @@ impl Stats {
             self.file.load(Relaxed),
             self.counter.load(Relaxed),
             self.event.load(Relaxed),
+            self.relay.load(Relaxed),
         ]
     }
 }
@@ -104,7 +108,7 @@ pub fn status_line_loop(
         let load = d[1] as f64 / 1e9 / secs / threads as f64 * 100.0;
         let _ = writeln!(
             std::io::stderr().lock(),
-            "clients {:>5} | busy {:>2}/{} | queue {:>4} | req/s health {:>6.0} auth {:>5.0} sample {:>5.0} file {:>5.0} counter {:>6.0} event {:>6.0} rejected {:>4.0} | mean task {:>7.1} us | load {:>5.1}% | shed {} | limited {} | panics {}",
+            "clients {:>5} | busy {:>2}/{} | queue {:>4} | req/s health {:>6.0} auth {:>5.0} sample {:>5.0} file {:>5.0} counter {:>6.0} event {:>6.0} relay {:>6.0} rejected {:>4.0} | mean task {:>7.1} us | load {:>5.1}% | shed {} | limited {} | panics {}",
             clients(),
             stats.busy.load(Relaxed),
             threads,
@@ -115,6 +119,7 @@ pub fn status_line_loop(
             d[6] as f64 / secs,
             d[7] as f64 / secs,
             d[8] as f64 / secs,
+            d[9] as f64 / secs,
             d[5] as f64 / secs,
             mean_us,
             load.min(100.0),

@@ -10,5 +10,6 @@ pub(crate) mod db;
 pub(crate) mod events;
 pub(crate) mod files;
 pub(crate) mod hex;
+pub(crate) mod http_cache;
 pub(crate) mod notify;
 pub(crate) mod sql;

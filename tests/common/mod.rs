@@ -550,3 +550,90 @@ pub fn admin_key(server: &Server) -> String {
     assert_eq!(key.len(), 64, "{line}");
     key.to_string()
 }
+
+/// The relay's test upstream (`tools/test-upstream.rs`), on a port of its own;
+/// killed when dropped.
+pub struct Upstream {
+    child: Child,
+    pub addr: SocketAddr,
+}
+
+impl Upstream {
+    /// On a free port.
+    pub fn start() -> Upstream {
+        Upstream::start_at("127.0.0.1:0")
+    }
+
+    /// On `addr` (to bring a stopped upstream back on its old port).
+    pub fn start_at(addr: &str) -> Upstream {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_test-upstream"))
+            .args(["--listen", addr])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn test-upstream");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("piped stdout"))
+            .read_line(&mut line)
+            .expect("test-upstream printed its address");
+        let addr = line
+            .trim()
+            .strip_prefix("listening on http://")
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
+        Upstream { child, addr }
+    }
+
+    /// The base URL the relay is given (with a base path, so tests see that it
+    /// is kept).
+    pub fn url(&self) -> String {
+        format!("http://{}/base", self.addr)
+    }
+
+    /// Requests the upstream counted for `target` (its path with `/base`, and query).
+    pub fn count(&self, target: &str) -> u64 {
+        let encoded: String = target
+            .bytes()
+            .map(|b| match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'/' => {
+                    (b as char).to_string()
+                }
+                _ => format!("%{b:02X}"),
+            })
+            .collect();
+        let r = Api::new(self.addr).get(&format!("/__count?target={encoded}"), None);
+        assert_eq!(r.status, 200, "{}", r.text());
+        r.json()["n"].as_u64().expect("n")
+    }
+
+    /// Every request it counted.
+    pub fn total(&self) -> u64 {
+        Api::new(self.addr).get("/__count", None).json()["total"]
+            .as_u64()
+            .expect("total")
+    }
+
+    /// `POST /__fail?mode=...` (500, close, hang, off).
+    pub fn fail(&self, mode: &str) {
+        let r = Api::new(self.addr).call("POST", &format!("/__fail?mode={mode}"), None, None);
+        assert_eq!(r.status, 204, "{}", r.text());
+    }
+
+    /// A new version of `path`: a new ETag and Last-Modified.
+    pub fn bump(&self, path: &str) {
+        let r = Api::new(self.addr).call("POST", &format!("/__bump?path={path}"), None, None);
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+
+    /// Stops it (the relay then finds its port closed).
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

@@ -1,0 +1,92 @@
+//! GET /relay/<target>: the route's side of the relay. `lookup` checks the
+//! target (nothing may escape the upstream's base path: 400) and asks the
+//! relay's caches; `answer` turns what the cache or the upstream gave into the
+//! reply: the upstream's fields, `Age`, `X-Cache`, and a 304 when the client's
+//! `If-None-Match` matches the entry's `ETag`.
+
+use super::error::{ApiError, Error};
+use super::request::{Reply, Request, UpstreamHead};
+use super::state::State;
+use crate::cache::policy::{etag_matches, now_ms};
+use crate::relay::target::{self, Refused};
+use crate::relay::{Fetched, Lookup, RelayError};
+use std::sync::Arc;
+
+/// What a relayed request waits for: the key's flight.
+pub(crate) struct Ticket {
+    pub(super) key: Box<str>,
+    pub(super) request_id: Box<str>,
+}
+
+/// The target of a relayed request (path and query after `/relay`), checked.
+fn target_of<'r>(req: &'r Request<'_>) -> Result<&'r str, Error> {
+    let full = req.head.path.str(req.buf);
+    let path = full.strip_prefix("/relay").unwrap_or("");
+    let query = req.head.query.map(|q| q.str(req.buf));
+    target::check(path, query).map_err(|why| {
+        ApiError::Invalid(match why {
+            Refused::Escapes => "the relay path may not leave the upstream's base path".into(),
+            Refused::Malformed => "malformed relay path".into(),
+        })
+    })?;
+    // The target is the path and query as sent, `/relay` dropped: the path and
+    // the query are contiguous in the request line.
+    let start = req.head.path.start as usize + "/relay".len();
+    let end = req.head.query.map_or(req.head.path.end, |q| q.end) as usize;
+    let target = std::str::from_utf8(&req.buf[start..end])
+        .map_err(|_| ApiError::Invalid("malformed relay path".into()))?;
+    Ok(if target.is_empty() { "/" } else { target })
+}
+
+pub enum Looked {
+    Ready(Fetched),
+    Wait(Ticket),
+}
+
+/// Answers from the cache at once when it can; otherwise the ticket to wait with.
+pub fn lookup(st: &State, req: &Request<'_>, request_id: &str) -> Result<Looked, Error> {
+    let relay = st.relay.as_ref().ok_or(ApiError::NotFound)?;
+    let target = target_of(req)?;
+    Ok(match relay.lookup(target, request_id) {
+        Lookup::Ready(fetched) => Looked::Ready(fetched),
+        Lookup::Wait => Looked::Wait(Ticket {
+            key: target.into(),
+            request_id: request_id.into(),
+        }),
+    })
+}
+
+/// The reply to a relayed request, from what it was given.
+pub fn answer(req: &Request<'_>, out: &mut Vec<u8>) -> Result<Reply, Error> {
+    let fetched = req
+        .fetched
+        .as_ref()
+        .ok_or_else(|| ApiError::Internal("a relayed request was answered before its fetch".into()))?;
+    let entry = match &fetched.result {
+        Ok(entry) => entry,
+        Err(RelayError::BadGateway(why)) => return Err(ApiError::BadGateway(why.clone()).into()),
+        Err(RelayError::Timeout) => return Err(ApiError::GatewayTimeout.into()),
+        Err(RelayError::Unavailable(after)) => return Err(ApiError::UpstreamUnavailable(*after).into()),
+    };
+    let head = UpstreamHead {
+        lines: Arc::clone(&entry.lines),
+        age: entry.age(now_ms()),
+        cache: fetched.cache.as_str(),
+    };
+    let not_modified = matches!(entry.status, 200 | 203)
+        && match (req.head.if_none_match, &entry.etag) {
+            (Some(inm), Some(etag)) => etag_matches(inm.str(req.buf), etag),
+            _ => false,
+        };
+    let status = if not_modified {
+        304
+    } else {
+        out.extend_from_slice(&entry.body);
+        entry.status
+    };
+    Ok(Reply {
+        cache_control: None,
+        upstream: Some(head),
+        ..Reply::empty(status)
+    })
+}

@@ -1,0 +1,295 @@
+//! A relayed response as the caches keep it: status, the end-to-end header
+//! fields to pass on (hop-by-hop ones removed), the body, its validators and its
+//! lifetime.
+//!
+//! Invariant: `lines` is valid header text (each field `\r\nName: value`, no
+//! CR or LF inside a value) and never holds a field the server writes itself
+//! (`Date`, `Content-Length`, `Age`, `Connection`, `X-Request-Id`, ...), nor any
+//! hop-by-hop field, nor a field the upstream's `Connection` named.
+
+use crate::cache::memory::Weigh;
+use crate::cache::policy::{self, Decision, Defaults, Described, Directives, Lifetime};
+use std::sync::Arc;
+
+/// A response from the upstream, as received.
+pub struct Received {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+/// A response ready to be answered (and, when `life` is set, kept).
+#[derive(Debug)]
+pub struct Entry {
+    pub status: u16,
+    /// The fields relayed, by name and value (kept to merge a 304's fields in).
+    pub headers: Box<[(Box<str>, Box<str>)]>,
+    /// The same fields as header text, ready to append to a response head.
+    pub lines: Arc<[u8]>,
+    pub body: Arc<[u8]>,
+    pub etag: Option<Box<str>>,
+    pub last_modified: Option<Box<str>>,
+    /// How long it may be used; `None`: it may not be stored, only answered to
+    /// the requests that waited for it.
+    pub life: Option<Lifetime>,
+}
+
+impl Weigh for Entry {
+    fn weight(&self) -> u64 {
+        (self.lines.len() * 2 + self.body.len() + 128) as u64
+    }
+}
+
+/// Fields never relayed in either direction (RFC 9110 §7.6.1), plus those this
+/// server writes itself.
+fn dropped(name: &str) -> bool {
+    const HOP_BY_HOP: &[&str] = &[
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+    ];
+    const OWN: &[&str] = &[
+        "date",
+        "content-length",
+        "age",
+        "x-cache",
+        "x-request-id",
+        "x-instance-id",
+        "ratelimit",
+        "ratelimit-policy",
+    ];
+    HOP_BY_HOP.iter().chain(OWN).any(|h| name.eq_ignore_ascii_case(h))
+}
+
+impl Entry {
+    /// Builds the entry for a response received at `now_ms`, deciding whether a
+    /// shared cache may keep it.
+    pub fn new(received: Received, defaults: &Defaults, now_ms: u64) -> Entry {
+        let headers = relayed(&received.headers);
+        let life = match policy::decide(&describe(received.status, &received.headers), defaults, now_ms) {
+            Decision::Store(life) => Some(life),
+            Decision::Pass(_) => None,
+        };
+        Entry::assemble(received.status, headers, received.body.into(), life)
+    }
+
+    /// This entry revalidated by a 304 received at `now_ms`: its body, with the
+    /// 304's fields replacing the stored ones of the same name (RFC 9111 §4.3.4),
+    /// and a lifetime decided anew.
+    pub fn renewed(&self, not_modified: &Received, defaults: &Defaults, now_ms: u64) -> Entry {
+        let update = relayed(&not_modified.headers);
+        let mut headers: Vec<(Box<str>, Box<str>)> = self
+            .headers
+            .iter()
+            .filter(|(name, _)| !update.iter().any(|(n, _)| n.eq_ignore_ascii_case(name)))
+            .cloned()
+            .collect();
+        headers.extend(update);
+        let pairs: Vec<(String, String)> = headers
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.to_string()))
+            .collect();
+        let life = match policy::decide(&describe(self.status, &pairs), defaults, now_ms) {
+            Decision::Store(life) => Some(life),
+            Decision::Pass(_) => None,
+        };
+        Entry::assemble(self.status, headers, Arc::clone(&self.body), life)
+    }
+
+    /// An entry read back from the shared cache.
+    pub fn restore(status: u16, headers: Vec<(String, String)>, body: Vec<u8>, life: Lifetime) -> Entry {
+        Entry::assemble(status, relayed(&headers), body.into(), Some(life))
+    }
+
+    fn assemble(
+        status: u16,
+        headers: Vec<(Box<str>, Box<str>)>,
+        body: Arc<[u8]>,
+        life: Option<Lifetime>,
+    ) -> Entry {
+        let mut lines = Vec::new();
+        for (name, value) in &headers {
+            lines.extend_from_slice(b"\r\n");
+            lines.extend_from_slice(name.as_bytes());
+            lines.extend_from_slice(b": ");
+            lines.extend_from_slice(value.as_bytes());
+        }
+        let find = |wanted: &str| {
+            headers
+                .iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case(wanted))
+                .map(|(_, v)| v.clone())
+        };
+        Entry {
+            status,
+            etag: find("etag"),
+            last_modified: find("last-modified"),
+            lines: lines.into(),
+            headers: headers.into(),
+            body,
+            life,
+        }
+    }
+
+    /// Its age in seconds at `now_ms` (0 for a response that is not kept).
+    pub fn age(&self, now_ms: u64) -> u64 {
+        self.life.map_or(0, |l| l.age(now_ms))
+    }
+}
+
+/// The fields of `headers` that are relayed: not hop-by-hop, not named by
+/// `Connection`, not the server's own, and with values that are valid header
+/// text.
+fn relayed(headers: &[(String, String)]) -> Vec<(Box<str>, Box<str>)> {
+    let named: Vec<&str> = headers
+        .iter()
+        .filter(|(n, _)| n.eq_ignore_ascii_case("connection"))
+        .flat_map(|(_, v)| v.split(','))
+        .map(str::trim)
+        .collect();
+    headers
+        .iter()
+        .filter(|(n, v)| {
+            !dropped(n)
+                && !named.iter().any(|c| c.eq_ignore_ascii_case(n))
+                && is_token(n)
+                && v.bytes().all(|b| b == b'\t' || (0x20..0x7f).contains(&b))
+        })
+        .map(|(n, v)| (n.as_str().into(), v.as_str().into()))
+        .collect()
+}
+
+fn is_token(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+/// What the response says about its caching.
+fn describe(status: u16, headers: &[(String, String)]) -> Described<'_> {
+    let mut directives = Directives::default();
+    let mut described = Described {
+        status,
+        ..Described::default()
+    };
+    for (name, value) in headers {
+        let name = name.as_str();
+        if name.eq_ignore_ascii_case("cache-control") {
+            directives.add(value);
+        } else if name.eq_ignore_ascii_case("expires") {
+            described.expires = Some(value);
+        } else if name.eq_ignore_ascii_case("date") {
+            described.date = Some(value);
+        } else if name.eq_ignore_ascii_case("age") {
+            described.age = value.trim().parse().ok();
+        } else if name.eq_ignore_ascii_case("set-cookie") {
+            described.sets_cookie = true;
+        } else if name.eq_ignore_ascii_case("vary") {
+            described.vary = Some(value);
+        }
+    }
+    described.directives = directives;
+    described
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    const DEFAULTS: Defaults = Defaults {
+        ttl: Duration::from_secs(60),
+        stale_while_revalidate: Duration::ZERO,
+        stale_if_error: Duration::ZERO,
+    };
+
+    fn received(headers: &[(&str, &str)]) -> Received {
+        Received {
+            status: 200,
+            headers: headers
+                .iter()
+                .map(|(n, v)| (n.to_string(), v.to_string()))
+                .collect(),
+            body: b"{}".to_vec(),
+        }
+    }
+
+    #[test]
+    fn hop_by_hop_and_connection_named_fields_are_not_relayed() {
+        let e = Entry::new(
+            received(&[
+                ("Content-Type", "application/json"),
+                ("Connection", "keep-alive, X-Secret"),
+                ("X-Secret", "1"),
+                ("Keep-Alive", "timeout=5"),
+                ("Transfer-Encoding", "chunked"),
+                ("Upgrade", "h2c"),
+                ("Date", "Sun, 06 Nov 1994 08:49:37 GMT"),
+                ("Content-Length", "2"),
+                ("X-End-To-End", "kept"),
+            ]),
+            &DEFAULTS,
+            0,
+        );
+        assert_eq!(
+            std::str::from_utf8(&e.lines).unwrap(),
+            "\r\nContent-Type: application/json\r\nX-End-To-End: kept"
+        );
+    }
+
+    #[test]
+    fn validators_are_found_and_a_304_renews_fields_and_lifetime() {
+        let e = Entry::new(
+            received(&[("ETag", "\"v1\""), ("Cache-Control", "max-age=1"), ("X-A", "a")]),
+            &DEFAULTS,
+            1_000,
+        );
+        assert_eq!(e.etag.as_deref(), Some("\"v1\""));
+        assert_eq!(e.life.unwrap().fresh, 1);
+        let renewed = e.renewed(
+            &Received {
+                status: 304,
+                headers: vec![("Cache-Control".into(), "max-age=30".into())],
+                body: Vec::new(),
+            },
+            &DEFAULTS,
+            5_000,
+        );
+        assert_eq!(renewed.status, 200);
+        assert_eq!(&*renewed.body, b"{}");
+        let life = renewed.life.unwrap();
+        assert_eq!((life.fresh, life.stored_at), (30, 5_000));
+        let text = std::str::from_utf8(&renewed.lines).unwrap();
+        assert!(
+            text.contains("ETag: \"v1\"") && text.contains("max-age=30") && !text.contains("max-age=1\r")
+        );
+    }
+
+    #[test]
+    fn what_may_not_be_shared_has_no_lifetime() {
+        for h in [
+            ("Cache-Control", "no-store"),
+            ("Cache-Control", "private"),
+            ("Set-Cookie", "a=b"),
+        ] {
+            assert!(Entry::new(received(&[h]), &DEFAULTS, 0).life.is_none(), "{h:?}");
+        }
+    }
+
+    #[test]
+    fn values_that_are_not_header_text_are_dropped() {
+        let e = Entry::new(
+            received(&[("X-Bad", "a\r\nInjected: 1"), ("Bad Name", "x")]),
+            &DEFAULTS,
+            0,
+        );
+        assert!(e.lines.is_empty());
+    }
+}

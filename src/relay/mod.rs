@@ -1,0 +1,531 @@
+//! The upstream relay and its two-level cache: `GET /relay/<target>` answered
+//! from memory when it can be, from the shared PostgreSQL table next, from the
+//! upstream last, with RFC 9111 freshness, single flight, stale-while-revalidate,
+//! stale-if-error and conditional revalidation.
+//!
+//! Nothing here holds a worker while the upstream is slow. A worker calls
+//! [`Relay::lookup`]: a fresh entry (or a stale one it may serve) is answered at
+//! once; otherwise the connection itself joins the key's flight through
+//! [`Relay::wait`] with a `Resume` callback, and a fetch thread (`fetch`) runs
+//! the flight: level 2, then the upstream behind its circuit breaker. When the
+//! flight lands every waiter is resumed with the same [`Fetched`]; level 2 is
+//! written after that, off the response's path.
+//!
+//! Invariants: one upstream request per key at a time (the flight); every
+//! waiter is resumed exactly once, with an answer or an error, within the
+//! upstream timeout plus its wait in the job queue (whose length is bounded); an
+//! entry that may not be shared is answered only to the requests that waited for
+//! it and never kept.
+
+pub(crate) mod entry;
+mod fetch;
+pub(crate) mod target;
+pub(crate) mod upstream;
+
+use crate::cache::flight::Flights;
+use crate::cache::memory::{Counts, MemoryCache};
+use crate::cache::policy::{now_ms, Defaults, Freshness, Lifetime};
+use crate::store::db::Db;
+use crate::store::http_cache::{self, Row};
+use crate::traffic::breaker::{Breaker, State as BreakerState};
+use entry::{Entry, Received};
+pub(crate) use fetch::Job;
+use fetch::Jobs;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use upstream::{Upstream, UpstreamError};
+
+/// How a relayed answer was made (`X-Cache`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum XCache {
+    /// From a fresh entry (either level).
+    Hit,
+    /// From the upstream.
+    Miss,
+    /// From a stale entry (while it is refreshed, or because the upstream failed).
+    Stale,
+    /// From an entry the upstream just confirmed with a 304.
+    Revalidated,
+}
+
+impl XCache {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            XCache::Hit => "HIT",
+            XCache::Miss => "MISS",
+            XCache::Stale => "STALE",
+            XCache::Revalidated => "REVALIDATED",
+        }
+    }
+}
+
+/// Why the relay has no answer to give.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RelayError {
+    /// 502: the upstream is unreachable or its answer unusable.
+    BadGateway(String),
+    /// 504: no answer within `--relay-timeout`.
+    Timeout,
+    /// 503: its breaker is open (Retry-After: this many seconds), or the fetch
+    /// queue is full.
+    Unavailable(u64),
+}
+
+/// What a relayed request is answered with.
+#[derive(Debug, Clone)]
+pub struct Fetched {
+    pub result: Result<Arc<Entry>, RelayError>,
+    pub cache: XCache,
+}
+
+impl Fetched {
+    fn entry(entry: Arc<Entry>, cache: XCache) -> Fetched {
+        Fetched {
+            result: Ok(entry),
+            cache,
+        }
+    }
+
+    /// 503: there is no relay to wait for.
+    pub fn unavailable() -> Fetched {
+        Fetched::error(RelayError::Unavailable(1))
+    }
+
+    fn error(e: RelayError) -> Fetched {
+        Fetched {
+            result: Err(e),
+            cache: XCache::Miss,
+        }
+    }
+}
+
+/// Resumes one waiting request with its answer (the engine requeues its
+/// connection).
+pub type Resume = Box<dyn FnOnce(Fetched) + Send>;
+
+/// What a lookup found.
+pub enum Lookup {
+    /// Answer now.
+    Ready(Fetched),
+    /// Wait for the key's flight.
+    Wait,
+}
+
+/// The relay's settings (see `Config`).
+pub struct Settings {
+    pub upstream: String,
+    pub timeout: Duration,
+    pub connections: usize,
+    pub max_body: u64,
+    pub cache_bytes: u64,
+    pub defaults: Defaults,
+    pub breaker_failures: u32,
+    pub breaker_reset: Duration,
+}
+
+/// Figures for the admin API and metrics.
+#[derive(Default)]
+pub struct Figures {
+    pub hits: AtomicU64,
+    pub misses: AtomicU64,
+    pub stale: AtomicU64,
+    pub revalidated: AtomicU64,
+    pub upstream_requests: AtomicU64,
+    pub upstream_failures: AtomicU64,
+    pub shared_hits: AtomicU64,
+    pub shared_writes: AtomicU64,
+    pub shared_dropped: AtomicU64,
+    pub refused: AtomicU64,
+}
+
+pub struct Relay {
+    upstream: Upstream,
+    /// The upstream base URL: level-2 keys are `base + target`, so instances
+    /// relaying different upstreams never share entries.
+    base: String,
+    defaults: Defaults,
+    memory: MemoryCache<Entry>,
+    flights: Flights<Box<str>, Resume>,
+    jobs: Arc<Jobs>,
+    breaker: Breaker,
+    db: Arc<Db>,
+    /// Level-2 writes, done behind the responses by the writer thread.
+    writes: SyncSender<(String, Row)>,
+    pub figures: Figures,
+}
+
+/// Jobs that may wait for a fetch thread; past this, a miss is answered 503.
+const MAX_QUEUED_FETCHES: usize = 4096;
+
+/// Level-2 writes that may wait; past this they are dropped (counted): the
+/// shared cache is an optimisation, never a reason to hold memory.
+const MAX_QUEUED_WRITES: usize = 1024;
+
+impl Relay {
+    /// The relay and its threads (fetch pool, level-2 writer).
+    pub fn start(settings: Settings, db: Arc<Db>) -> Result<Arc<Relay>, String> {
+        let jobs = Arc::new(Jobs::new(MAX_QUEUED_FETCHES));
+        let (writes, queued) = sync_channel(MAX_QUEUED_WRITES);
+        let relay = Arc::new(Relay {
+            upstream: Upstream::new(
+                &settings.upstream,
+                settings.timeout,
+                settings.connections,
+                settings.max_body,
+            ),
+            base: settings.upstream.trim_end_matches('/').to_string(),
+            defaults: settings.defaults,
+            memory: MemoryCache::new(settings.cache_bytes, 2048),
+            flights: Flights::default(),
+            jobs: Arc::clone(&jobs),
+            breaker: Breaker::new("upstream", settings.breaker_failures, settings.breaker_reset),
+            db: Arc::clone(&db),
+            writes,
+            figures: Figures::default(),
+        });
+        fetch::start(&relay, &jobs, settings.connections, Relay::run)?;
+        std::thread::Builder::new()
+            .name("relay-l2-writer".into())
+            .spawn(move || write_behind(&db, &queued))
+            .map_err(|e| format!("cannot start the relay's writer: {e}"))?;
+        Ok(relay)
+    }
+
+    /// What a request for `target` (path and query after `/relay`) gets without
+    /// waiting: a fresh entry, a stale one it may serve (then one refresh starts
+    /// in the background), or nothing.
+    pub fn lookup(&self, target: &str, request_id: &str) -> Lookup {
+        let Some(entry) = self.memory.get(target) else {
+            return Lookup::Wait;
+        };
+        let Some(life) = entry.life else {
+            return Lookup::Wait;
+        };
+        match life.freshness(now_ms()) {
+            Freshness::Fresh => {
+                self.figures.hits.fetch_add(1, Relaxed);
+                Lookup::Ready(Fetched::entry(entry, XCache::Hit))
+            }
+            Freshness::StaleWhileRevalidate => {
+                self.refresh(target, request_id);
+                self.figures.stale.fetch_add(1, Relaxed);
+                Lookup::Ready(Fetched::entry(entry, XCache::Stale))
+            }
+            // The upstream is known to be down: no point waiting for it.
+            Freshness::StaleIfError if self.breaker_open() => {
+                self.figures.stale.fetch_add(1, Relaxed);
+                Lookup::Ready(Fetched::entry(entry, XCache::Stale))
+            }
+            Freshness::StaleIfError | Freshness::Expired => Lookup::Wait,
+        }
+    }
+
+    /// Joins the flight for `target` with `resume`, starting it if need be. A
+    /// full fetch queue resumes at once with 503.
+    pub fn wait(&self, target: &str, request_id: &str, resume: Resume) {
+        if self.flights.join(target.into(), Some(resume)) {
+            self.launch(target, request_id);
+        }
+    }
+
+    /// Starts a background refresh of `target`, unless a flight is in the air.
+    fn refresh(&self, target: &str, request_id: &str) {
+        if self.flights.join(target.into(), None) {
+            self.launch(target, request_id);
+        }
+    }
+
+    fn launch(&self, target: &str, request_id: &str) {
+        let job = Job {
+            key: target.into(),
+            request_id: request_id.into(),
+        };
+        if let Err(job) = self.jobs.push(job) {
+            self.figures.refused.fetch_add(1, Relaxed);
+            self.land(&job.key, &Fetched::error(RelayError::Unavailable(1)));
+        }
+    }
+
+    /// Resumes every waiter of the flight for `key` with `fetched`.
+    fn land(&self, key: &str, fetched: &Fetched) {
+        for resume in self.flights.land(key) {
+            resume(fetched.clone());
+        }
+    }
+
+    /// Runs one fetch job on a fetch thread; a panic lands its flight with 502
+    /// instead of stranding its waiters.
+    fn run(&self, job: &Job) {
+        let fetched = catch_unwind(AssertUnwindSafe(|| self.fetch(job))).unwrap_or_else(|_| {
+            tracing::error!(request_id = &*job.request_id, "a relay fetch panicked");
+            (
+                Fetched::error(RelayError::BadGateway("relay fetch failed".into())),
+                None,
+            )
+        });
+        let (fetched, store) = fetched;
+        self.land(&job.key, &fetched);
+        // Behind the responses: the shared level.
+        if let (Some(entry), Ok(_)) = (store, &fetched.result) {
+            self.write_behind(&job.key, &entry);
+        }
+    }
+
+    /// Fetches `job.key`: what to answer, and the entry to write to level 2.
+    fn fetch(&self, job: &Job) -> (Fetched, Option<Arc<Entry>>) {
+        let key = &*job.key;
+        let now = now_ms();
+        // The flight may have started just after another landed and filled it.
+        let mut stale = self.memory.peek(key).filter(|e| e.life.is_some());
+        if let Some(e) = stale
+            .as_ref()
+            .filter(|e| usable(e, now) == Some(Freshness::Fresh))
+        {
+            self.figures.hits.fetch_add(1, Relaxed);
+            return (Fetched::entry(Arc::clone(e), XCache::Hit), None);
+        }
+        if stale.is_none() {
+            if let Some(e) = self.read_shared(key, now) {
+                let e = Arc::new(e);
+                self.memory.insert(key, Arc::clone(&e));
+                if usable(&e, now) == Some(Freshness::Fresh) {
+                    self.figures.hits.fetch_add(1, Relaxed);
+                    self.figures.shared_hits.fetch_add(1, Relaxed);
+                    return (Fetched::entry(e, XCache::Hit), None);
+                }
+                stale = Some(e);
+            }
+        }
+        let validators = stale
+            .as_ref()
+            .map(|e| (e.etag.as_deref(), e.last_modified.as_deref()));
+        let (etag, last_modified) = validators.unwrap_or((None, None));
+        let got = match self.breaker.admit(Instant::now()) {
+            Err(wait) => Err(RelayError::Unavailable(wait.as_secs().max(1))),
+            Ok(_) => {
+                self.figures.upstream_requests.fetch_add(1, Relaxed);
+                let got = self
+                    .upstream
+                    .get(key, etag, last_modified, &job.request_id, "1.1 crudrs");
+                match &got {
+                    Ok(r) if matches!(r.status, 502..=504) => self.breaker.failure(Instant::now()),
+                    Ok(_) => self.breaker.success(),
+                    Err(_) => self.breaker.failure(Instant::now()),
+                }
+                got.map_err(|e| match e {
+                    UpstreamError::Timeout => RelayError::Timeout,
+                    UpstreamError::TooLarge => RelayError::BadGateway("upstream response too large".into()),
+                    UpstreamError::Unreachable(why) => {
+                        tracing::warn!(request_id = &*job.request_id, "upstream unreachable: {why}");
+                        RelayError::BadGateway("upstream unreachable".into())
+                    }
+                })
+            }
+        };
+        let now = now_ms();
+        // Served stale instead of an error while its stale-if-error window lasts.
+        let fallback = |stale: &Option<Arc<Entry>>| {
+            stale
+                .as_ref()
+                .filter(|e| !matches!(usable(e, now), None | Some(Freshness::Expired)))
+                .map(|e| {
+                    self.figures.stale.fetch_add(1, Relaxed);
+                    Fetched::entry(Arc::clone(e), XCache::Stale)
+                })
+        };
+        match got {
+            Ok(received) if received.status == 304 => match &stale {
+                Some(old) => {
+                    let renewed = Arc::new(old.renewed(&received, &self.defaults, now));
+                    self.keep(key, &renewed);
+                    self.figures.revalidated.fetch_add(1, Relaxed);
+                    (
+                        Fetched::entry(Arc::clone(&renewed), XCache::Revalidated),
+                        Some(renewed),
+                    )
+                }
+                None => (
+                    Fetched::error(RelayError::BadGateway("unsolicited 304 from upstream".into())),
+                    None,
+                ),
+            },
+            Ok(received) if received.status >= 500 => {
+                self.figures.upstream_failures.fetch_add(1, Relaxed);
+                match fallback(&stale) {
+                    Some(f) => (f, None),
+                    None => self.answer_fresh(key, received, now),
+                }
+            }
+            Ok(received) => self.answer_fresh(key, received, now),
+            Err(e) => {
+                self.figures.upstream_failures.fetch_add(1, Relaxed);
+                (fallback(&stale).unwrap_or_else(|| Fetched::error(e)), None)
+            }
+        }
+    }
+
+    /// A new response: kept when it may be, answered as a miss.
+    fn answer_fresh(&self, key: &str, received: Received, now: u64) -> (Fetched, Option<Arc<Entry>>) {
+        let entry = Arc::new(Entry::new(received, &self.defaults, now));
+        self.figures.misses.fetch_add(1, Relaxed);
+        if entry.life.is_some() {
+            self.keep(key, &entry);
+            (Fetched::entry(Arc::clone(&entry), XCache::Miss), Some(entry))
+        } else {
+            // Not shareable: a stale copy must not outlive it either.
+            self.memory.remove(key);
+            (Fetched::entry(entry, XCache::Miss), None)
+        }
+    }
+
+    fn keep(&self, key: &str, entry: &Arc<Entry>) {
+        self.memory.insert(key, Arc::clone(entry));
+    }
+
+    /// The level-2 entry for `key`, if it is of any use; a database that is down
+    /// is a miss.
+    fn read_shared(&self, key: &str, now: u64) -> Option<Entry> {
+        let row = http_cache::get(&self.db, &self.shared_key(key), now as i64).ok()??;
+        let life = Lifetime {
+            stored_at: row.stored_at.max(0) as u64,
+            initial_age: row.initial_age.max(0) as u64,
+            fresh: row.fresh.max(0) as u64,
+            stale_while_revalidate: row.swr.max(0) as u64,
+            stale_if_error: row.sie.max(0) as u64,
+        };
+        Some(Entry::restore(
+            row.status,
+            parse_lines(&row.header_lines),
+            row.body,
+            life,
+        ))
+    }
+
+    fn shared_key(&self, key: &str) -> String {
+        format!("{}{}", self.base, key)
+    }
+
+    /// Queues `entry` for level 2; a full queue drops it (counted).
+    fn write_behind(&self, key: &str, entry: &Entry) {
+        let Some(life) = entry.life else { return };
+        let row = Row {
+            status: entry.status,
+            header_lines: entry.lines.to_vec(),
+            body: entry.body.to_vec(),
+            stored_at: life.stored_at as i64,
+            initial_age: life.initial_age as i64,
+            fresh: life.fresh as i64,
+            swr: life.stale_while_revalidate as i64,
+            sie: life.stale_if_error as i64,
+            useless_after: life.useless_after() as i64,
+        };
+        match self.writes.try_send((self.shared_key(key), row)) {
+            Ok(()) => {
+                self.figures.shared_writes.fetch_add(1, Relaxed);
+            }
+            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
+                self.figures.shared_dropped.fetch_add(1, Relaxed);
+            }
+        }
+    }
+
+    fn breaker_open(&self) -> bool {
+        self.breaker.state() == BreakerState::Open
+    }
+
+    pub fn breaker_state(&self) -> BreakerState {
+        self.breaker.state()
+    }
+
+    pub fn breaker_opened(&self) -> u64 {
+        self.breaker.opened()
+    }
+
+    /// Level 1's size and counts.
+    pub fn memory_counts(&self) -> Counts {
+        self.memory.counts()
+    }
+
+    /// Level 2's rows and bytes (a query).
+    pub fn shared_size(&self) -> Result<(i64, i64), crate::store::db::DbError> {
+        http_cache::size(&self.db)
+    }
+
+    pub fn clear_memory(&self) {
+        self.memory.clear();
+    }
+
+    pub fn clear_shared(&self) -> Result<u64, crate::store::db::DbError> {
+        http_cache::clear(&self.db)
+    }
+
+    /// Flights in the air and fetch jobs queued.
+    pub fn in_flight(&self) -> (usize, usize) {
+        (self.flights.len(), self.jobs.len())
+    }
+}
+
+/// An entry's freshness, or `None` for one that may not be kept.
+fn usable(entry: &Entry, now: u64) -> Option<Freshness> {
+    entry.life.map(|l| l.freshness(now))
+}
+
+/// Header text back into fields.
+fn parse_lines(lines: &[u8]) -> Vec<(String, String)> {
+    String::from_utf8_lossy(lines)
+        .split("\r\n")
+        .filter_map(|line| line.split_once(": "))
+        .map(|(n, v)| (n.to_string(), v.to_string()))
+        .collect()
+}
+
+/// The level-2 writer: batches queued rows into one transaction, and purges
+/// useless rows once a minute. Ends when the relay is gone.
+fn write_behind(db: &Db, queued: &Receiver<(String, Row)>) {
+    const BATCH: usize = 64;
+    let mut last_purge = Instant::now();
+    loop {
+        let first = match queued.recv_timeout(Duration::from_secs(10)) {
+            Ok(row) => Some(row),
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => None,
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
+        };
+        let mut batch: Vec<(String, Row)> = first.into_iter().collect();
+        while batch.len() < BATCH {
+            match queued.try_recv() {
+                Ok(row) => batch.push(row),
+                Err(_) => break,
+            }
+        }
+        if !batch.is_empty() {
+            if let Err(e) = http_cache::put(db, &batch) {
+                tracing::warn!("relay level-2 write of {} entries failed: {e}", batch.len());
+            }
+        }
+        if last_purge.elapsed() >= Duration::from_secs(60) {
+            last_purge = Instant::now();
+            let _ = http_cache::purge(db, now_ms() as i64);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_lines_parse_back_into_fields() {
+        let fields = parse_lines(b"\r\nContent-Type: application/json\r\nETag: \"v1\"");
+        assert_eq!(
+            fields,
+            vec![
+                ("Content-Type".to_string(), "application/json".to_string()),
+                ("ETag".to_string(), "\"v1\"".to_string())
+            ]
+        );
+        assert!(parse_lines(b"").is_empty());
+    }
+}

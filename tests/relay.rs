@@ -1,0 +1,499 @@
+//! The relay against the real binary and the project's test upstream
+//! (`tools/test-upstream.rs`): cache states and headers, single flight, stale
+//! serving, conditional refresh, path escapes, upstream failures, a slow
+//! upstream with one worker, and the level-2 cache shared by two processes.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::*;
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+fn relay(db: &TestDb, upstream: &Upstream, extra: &[&str]) -> Server {
+    let url = upstream.url();
+    let mut args = vec!["2", "--relay-upstream", url.as_str()];
+    args.extend_from_slice(extra);
+    Server::start(&db.url, &args)
+}
+
+/// GET with extra header lines (each ending in CRLF).
+fn get(addr: std::net::SocketAddr, path: &str, headers: &str) -> Response {
+    let mut s = connect(addr);
+    write!(s, "GET {path} HTTP/1.1\r\nHost: t\r\n{headers}\r\n").unwrap();
+    Reader::new(s).next(false).expect("a response")
+}
+
+fn x_cache(r: &Response) -> &str {
+    r.header("x-cache").unwrap_or("none")
+}
+
+#[test]
+fn a_miss_then_hits_with_age_via_and_request_id_and_no_hop_by_hop_fields() {
+    let db = TestDb::new("relay_hit");
+    let upstream = Upstream::start();
+    let server = relay(&db, &upstream, &[]);
+    let path = "/relay/items/1?max_age=60&age=5&hop=1";
+
+    let first = get(
+        server.addr,
+        path,
+        "X-Request-Id: relay-test-1\r\nAuthorization: Bearer secret\r\nConnection: keep-alive, X-Private\r\nX-Private: 1\r\n",
+    );
+    assert_eq!(first.status, 200, "{}", first.text());
+    assert_eq!(x_cache(&first), "MISS");
+    assert_eq!(first.header("x-request-id"), Some("relay-test-1"));
+    let age: u64 = first.header("age").unwrap().parse().unwrap();
+    assert!(age >= 5, "the upstream's Age counts: {age}");
+    assert_eq!(first.header("cache-control"), Some("max-age=60"));
+    assert_eq!(first.header("x-end-to-end"), Some("kept"));
+    for hop in [
+        "x-hop-secret",
+        "keep-alive",
+        "proxy-authenticate",
+        "upgrade",
+        "trailer",
+    ] {
+        assert!(
+            first.header(hop).is_none(),
+            "{hop} was relayed: {:?}",
+            first.headers
+        );
+    }
+    // What the upstream saw: its base path kept, Via and the request ID, none of
+    // the client's credentials or hop-by-hop fields.
+    let seen = first.json();
+    assert_eq!(seen["path"], "/base/items/1");
+    let headers = &seen["request_headers"];
+    assert_eq!(headers["via"], "1.1 crudrs");
+    assert_eq!(headers["x-request-id"], "relay-test-1");
+    for private in ["authorization", "x-private", "connection"] {
+        assert!(
+            headers.get(private).is_none(),
+            "{private} reached the upstream: {headers}"
+        );
+    }
+
+    for _ in 0..5 {
+        let hit = get(server.addr, path, "");
+        assert_eq!(hit.status, 200);
+        assert_eq!(x_cache(&hit), "HIT");
+        assert_eq!(hit.body, first.body, "a hit is the stored body");
+        assert!(hit.header("age").unwrap().parse::<u64>().unwrap() >= age);
+    }
+    assert_eq!(upstream.count("/base/items/1?max_age=60&age=5&hop=1"), 1);
+
+    // HEAD is answered from the same entry, without a body.
+    let mut s = connect(server.addr);
+    write!(s, "HEAD {path} HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+    let head = Reader::new(s).next(true).unwrap();
+    assert_eq!((head.status, x_cache(&head)), (200, "HIT"));
+    assert_eq!(
+        head.header("content-length").unwrap(),
+        first.body.len().to_string()
+    );
+
+    // The client's own If-None-Match is answered from the cache.
+    let tagged = "/relay/items/2?max_age=60&etag=1";
+    let r = get(server.addr, tagged, "");
+    let etag = r.header("etag").unwrap().to_string();
+    let not_modified = get(server.addr, tagged, &format!("If-None-Match: {etag}\r\n"));
+    assert_eq!(not_modified.status, 304);
+    assert_eq!(x_cache(&not_modified), "HIT");
+    assert_eq!(not_modified.header("etag"), Some(etag.as_str()));
+    assert!(not_modified.body.is_empty());
+    assert_eq!(upstream.count("/base/items/2?max_age=60&etag=1"), 1);
+}
+
+#[test]
+fn no_store_private_and_set_cookie_answers_are_never_shared() {
+    let db = TestDb::new("relay_nostore");
+    let upstream = Upstream::start();
+    let server = relay(&db, &upstream, &[]);
+    for query in [
+        "no_store=1&max_age=60",
+        "private=1&max_age=60",
+        "cookie=1&max_age=60",
+    ] {
+        for n in 1..=2 {
+            let r = get(server.addr, &format!("/relay/p?{query}"), "");
+            assert_eq!(r.status, 200);
+            assert_eq!(x_cache(&r), "MISS", "{query}");
+            assert_eq!(r.json()["n"], n, "{query}: each request went upstream");
+        }
+    }
+    // Silence means the default TTL: kept.
+    get(server.addr, "/relay/p?plain=1", "");
+    assert_eq!(x_cache(&get(server.addr, "/relay/p?plain=1", "")), "HIT");
+}
+
+#[test]
+fn concurrent_misses_make_one_upstream_request_per_key() {
+    let db = TestDb::new("relay_flight");
+    let upstream = Upstream::start();
+    let server = relay(&db, &upstream, &[]);
+    let addr = server.addr;
+    // 10 keys, 20 clients each, all at once; the upstream takes 300 ms.
+    let clients: Vec<_> = (0..200)
+        .map(|i| {
+            std::thread::spawn(move || {
+                let r = get(addr, &format!("/relay/k/{}?max_age=60&delay_ms=300", i % 10), "");
+                (r.status, r.header("x-cache").map(String::from))
+            })
+        })
+        .collect();
+    for c in clients {
+        let (status, cache) = c.join().unwrap();
+        assert_eq!(status, 200);
+        assert!(matches!(cache.as_deref(), Some("MISS" | "HIT")), "{cache:?}");
+    }
+    assert_eq!(upstream.total(), 10, "one upstream request per key");
+}
+
+#[test]
+fn stale_entries_are_served_when_the_upstream_is_gone_within_stale_if_error() {
+    let db = TestDb::new("relay_sie");
+    let mut upstream = Upstream::start();
+    let server = relay(&db, &upstream, &[]);
+    let kept = "/relay/s?max_age=1&sie=600";
+    let lost = "/relay/t?max_age=1";
+    let first = get(server.addr, kept, "");
+    assert_eq!(x_cache(&first), "MISS");
+    assert_eq!(x_cache(&get(server.addr, lost, "")), "MISS");
+    upstream.stop();
+    // Once expired, the entry with stale-if-error is served stale; the other
+    // one is a 502 with the JSON error body.
+    assert!(
+        eventually(Duration::from_secs(5), || x_cache(&get(server.addr, kept, ""))
+            == "STALE"),
+        "never served stale"
+    );
+    let stale = get(server.addr, kept, "");
+    assert_eq!((stale.status, stale.body.clone()), (200, first.body.clone()));
+    let gone = get(server.addr, lost, "");
+    assert!(
+        matches!(gone.status, 502 | 503),
+        "{} {}",
+        gone.status,
+        gone.text()
+    );
+    assert!(gone.json()["error"].is_string());
+    assert_eq!(gone.header("cache-control"), Some("no-store"));
+}
+
+#[test]
+fn stale_while_revalidate_serves_stale_and_refreshes_once_in_the_background() {
+    let db = TestDb::new("relay_swr");
+    let upstream = Upstream::start();
+    let server = relay(&db, &upstream, &[]);
+    // The upstream takes 2 s, so the refresh stays in flight while the stale
+    // answers go out.
+    let path = "/relay/w?max_age=1&swr=600&delay_ms=2000";
+    let target = "/base/w?max_age=1&swr=600&delay_ms=2000";
+    assert_eq!(get(server.addr, path, "").json()["n"], 1);
+    // Stale now: answered at once with the old body, refreshed behind it.
+    assert!(eventually(Duration::from_secs(5), || {
+        let r = get(server.addr, path, "");
+        x_cache(&r) == "STALE" && r.json()["n"] == 1
+    }));
+    let started = Instant::now();
+    for _ in 0..20 {
+        let r = get(server.addr, path, "");
+        assert_eq!((x_cache(&r), r.json()["n"].as_u64()), ("STALE", Some(1)));
+    }
+    if started.elapsed() < Duration::from_millis(1500) {
+        assert_eq!(
+            upstream.count(target),
+            2,
+            "one refresh for any number of stale answers"
+        );
+    }
+    assert!(eventually(Duration::from_secs(5), || {
+        let r = get(server.addr, path, "");
+        x_cache(&r) == "HIT" && r.json()["n"] == 2
+    }));
+}
+
+#[test]
+fn expired_entries_are_revalidated_with_conditional_requests() {
+    let db = TestDb::new("relay_revalidate");
+    let upstream = Upstream::start();
+    let server = relay(&db, &upstream, &[]);
+    for (query, target) in [
+        ("etag=1&max_age=1", "/base/r1?etag=1&max_age=1"),
+        ("last_modified=1&max_age=1", "/base/r2?last_modified=1&max_age=1"),
+    ] {
+        let path = format!("/relay{}", target.trim_start_matches("/base"));
+        let first = get(server.addr, &path, "");
+        assert_eq!(
+            (x_cache(&first), first.json()["n"].as_u64()),
+            ("MISS", Some(1)),
+            "{query}"
+        );
+        // After it expires, a 304 renews it: the stored body (n = 1) comes back,
+        // although the upstream counted a second request.
+        assert!(eventually(Duration::from_secs(5), || {
+            let r = get(server.addr, &path, "");
+            x_cache(&r) == "REVALIDATED" && r.json()["n"] == 1
+        }));
+        assert_eq!(upstream.count(target), 2, "{query}");
+    }
+    // A changed resource is a 200 to the conditional request: a new entry.
+    upstream.bump("/base/r1");
+    assert!(eventually(Duration::from_secs(5), || {
+        let r = get(server.addr, "/relay/r1?etag=1&max_age=1", "");
+        x_cache(&r) == "MISS" && r.json()["version"] == 2
+    }));
+}
+
+#[test]
+fn paths_that_could_leave_the_upstream_base_are_refused() {
+    let db = TestDb::new("relay_escape");
+    let upstream = Upstream::start();
+    let server = relay(&db, &upstream, &[]);
+    for path in [
+        "/relay/../x",
+        "/relay/a/../../x",
+        "/relay/./x",
+        "/relay/%2e%2e/x",
+        "/relay/%2E%2e/x",
+        "/relay/.%2e/x",
+        "/relay/a%2f..%2fb",
+        "/relay/a%5c..%5cb",
+        "/relay//evil.example/x",
+        "/relay/%252e%252e/x",
+        "/relay/a%00b",
+    ] {
+        let r = get(server.addr, path, "");
+        assert_eq!(r.status, 400, "{path}: {}", r.text());
+        assert!(r.json()["error"].is_string());
+    }
+    let r = Api::new(server.addr).call("POST", "/relay/x", None, Some("{}"));
+    assert_eq!(r.status, 405);
+    assert_eq!(r.header("allow"), Some("GET, HEAD"));
+    assert_eq!(upstream.total(), 0, "nothing reached the upstream");
+}
+
+#[test]
+fn upstream_failures_are_502_504_or_relayed_as_they_are() {
+    let db = TestDb::new("relay_fail");
+    let upstream = Upstream::start();
+    let timeout = bound(Duration::from_millis(250));
+    let timeout_flag = format!("{}ms", timeout.as_millis());
+    let server = relay(
+        &db,
+        &upstream,
+        &["--relay-timeout", &timeout_flag, "--breaker-failures", "1000"],
+    );
+
+    // Its own statuses, as they are.
+    let r = get(server.addr, "/relay/f?status=404", "");
+    assert_eq!(r.status, 404);
+    assert_eq!(r.json()["path"], "/base/f");
+    let r = get(server.addr, "/relay/f?status=500", "");
+    assert_eq!((r.status, x_cache(&r)), (500, "MISS"));
+    assert_eq!(r.json()["path"], "/base/f", "the upstream's own body");
+
+    // Slower than --relay-timeout: 504.
+    let slow = format!("/relay/slow?delay_ms={}", timeout.as_millis() * 4);
+    let started = Instant::now();
+    let r = get(server.addr, &slow, "");
+    assert_eq!(r.status, 504, "{}", r.text());
+    assert_eq!(r.json()["error"], "gateway_timeout");
+    assert!(started.elapsed() < timeout * 3, "{:?}", started.elapsed());
+
+    // Connections closed without an answer: 502.
+    upstream.fail("close");
+    let r = get(server.addr, "/relay/closed", "");
+    assert_eq!(r.status, 502, "{}", r.text());
+    assert_eq!(r.json()["error"], "bad_gateway");
+    upstream.fail("off");
+
+    // Nothing listening: 502.
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let url = format!("http://{dead}");
+    let orphan = Server::start(&db.url, &["1", "--relay-upstream", &url]);
+    let r = get(orphan.addr, "/relay/x", "");
+    assert_eq!(r.status, 502, "{}", r.text());
+}
+
+#[test]
+fn the_upstream_breaker_opens_and_then_fails_fast() {
+    let db = TestDb::new("relay_breaker");
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let url = format!("http://{dead}");
+    let server = Server::start(
+        &db.url,
+        &[
+            "1",
+            "--relay-upstream",
+            &url,
+            "--breaker-failures",
+            "3",
+            "--breaker-reset",
+            "60s",
+            "--create-admin",
+            "root",
+        ],
+    );
+    let key = admin_key(&server);
+    for _ in 0..3 {
+        assert_eq!(get(server.addr, "/relay/x", "").status, 502);
+    }
+    let r = get(server.addr, "/relay/x", "");
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert!(r.header("retry-after").is_some());
+    let breakers = Api::new(server.addr)
+        .get("/admin/api/breakers", Some(&key))
+        .json();
+    let upstream = breakers
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["dependency"] == "upstream")
+        .expect("the upstream breaker is listed")
+        .clone();
+    assert_eq!(upstream["state"], "open", "{breakers}");
+}
+
+#[test]
+fn a_slow_upstream_never_holds_the_only_worker() {
+    let db = TestDb::new("relay_slow");
+    let upstream = Upstream::start();
+    let url = upstream.url();
+    let server = Server::start(
+        &db.url,
+        &["1", "--relay-upstream", &url, "--relay-connections", "64"],
+    );
+    let addr = server.addr;
+    // 50 distinct misses, each taking the upstream 2 s.
+    let misses: Vec<_> = (0..50)
+        .map(|i| std::thread::spawn(move || get(addr, &format!("/relay/slow/{i}?delay_ms=2000"), "").status))
+        .collect();
+    assert!(eventually(Duration::from_secs(5), || upstream.total() == 50));
+    // With all 50 waiting on the upstream, the one worker still answers at once.
+    let mut worst = Duration::ZERO;
+    for _ in 0..10 {
+        let started = Instant::now();
+        assert_eq!(Api::new(addr).get("/health", None).status, 200);
+        worst = worst.max(started.elapsed());
+    }
+    eprintln!("slowest /health with 50 slow relay misses in flight: {worst:?}");
+    assert!(worst < bound(Duration::from_millis(50)), "{worst:?}");
+    for m in misses {
+        assert_eq!(m.join().unwrap(), 200);
+    }
+}
+
+#[test]
+fn level_2_is_shared_by_instances_on_one_database() {
+    let db = TestDb::new("relay_l2");
+    let mut upstream = Upstream::start();
+    let first = relay(&db, &upstream, &[]);
+    let path = "/relay/shared?max_age=600";
+    let miss = get(first.addr, path, "");
+    assert_eq!(x_cache(&miss), "MISS");
+    // Written behind the response: wait for the row.
+    let mut client = db.client();
+    assert!(eventually(Duration::from_secs(5), || {
+        client
+            .query_one("SELECT count(*) FROM http_cache", &[])
+            .unwrap()
+            .get::<_, i64>(0)
+            == 1
+    }));
+    upstream.stop();
+    let second = relay(&db, &upstream, &[]);
+    let hit = get(second.addr, path, "");
+    assert_eq!((hit.status, x_cache(&hit)), (200, "HIT"), "{}", hit.text());
+    assert_eq!(hit.body, miss.body);
+    assert_eq!(hit.header("cache-control"), Some("max-age=600"));
+}
+
+#[test]
+fn admins_see_and_clear_the_relay_caches() {
+    let db = TestDb::new("relay_admin");
+    let upstream = Upstream::start();
+    let server = relay(&db, &upstream, &["--create-admin", "root"]);
+    let key = admin_key(&server);
+    let api = Api::new(server.addr);
+    get(server.addr, "/relay/a?max_age=600", "");
+    get(server.addr, "/relay/a?max_age=600", "");
+    // Level 2 is written behind the response: wait for it before clearing.
+    let mut client = db.client();
+    assert!(eventually(Duration::from_secs(5), || {
+        client
+            .query_one("SELECT count(*) FROM http_cache", &[])
+            .unwrap()
+            .get::<_, i64>(0)
+            == 1
+    }));
+    let caches = api.get("/admin/api/caches", Some(&key)).json();
+    let find = |caches: &serde_json::Value, name: &str| {
+        caches
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == name)
+            .unwrap_or_else(|| panic!("no {name} in {caches}"))
+            .clone()
+    };
+    let l1 = find(&caches, "relay");
+    assert_eq!(
+        (l1["entries"].as_u64(), l1["hits"].as_u64()),
+        (Some(1), Some(1)),
+        "{l1}"
+    );
+    assert_eq!(
+        (l1["misses"].as_u64(), l1["upstream_requests"].as_u64()),
+        (Some(1), Some(1))
+    );
+    assert!(l1["bytes"].as_u64().unwrap() > 0);
+    assert!(find(&caches, "relay_shared")["entries"].is_u64());
+
+    let cleared = api.call("POST", "/admin/api/caches/relay/clear", Some(&key), None);
+    assert_eq!(cleared.status, 200, "{}", cleared.text());
+    assert_eq!(find(&cleared.json(), "relay")["entries"], 0);
+    let r = api.call("POST", "/admin/api/caches/relay_shared/clear", Some(&key), None);
+    assert_eq!(r.status, 200);
+    let after = get(server.addr, "/relay/a?max_age=600", "");
+    assert_eq!(x_cache(&after), "MISS");
+    assert_eq!(upstream.total(), 2);
+}
+
+#[test]
+fn every_response_says_how_caches_may_treat_it() {
+    let db = TestDb::new("cache_control");
+    let server = Server::start(&db.url, &["1"]);
+    let api = Api::new(server.addr);
+    for path in [
+        "/health",
+        "/ready",
+        "/stats",
+        "/api/v1/counter",
+        "/api/samples",
+        "/nowhere",
+    ] {
+        let r = api.get(path, None);
+        assert_eq!(
+            r.header("cache-control"),
+            Some("no-store"),
+            "{path}: {}",
+            r.status
+        );
+    }
+    let r = api.get("/openapi.json", None);
+    assert!(
+        r.header("cache-control").unwrap().contains("max-age"),
+        "{:?}",
+        r.headers
+    );
+    // Without --relay-upstream there is no relay.
+    assert_eq!(api.get("/relay/x", None).status, 404);
+}
