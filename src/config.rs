@@ -224,6 +224,10 @@ pub struct Args {
     #[arg(long, env = "CACHE_BYTES", default_value_t = 64 << 20)]
     pub cache_bytes: u64,
 
+    /// Bytes of cached sample reads and listing pages (GET /api/sample/{id}, GET /api/samples), invalidated by every write that changes them, in every process on the database; 0: off.
+    #[arg(long, env = "READ_CACHE_BYTES", default_value_t = 16 << 20)]
+    pub read_cache_bytes: u64,
+
     /// Test only: route GET /debug/panic to a handler that panics (a panic costs one
     /// connection, never a worker) and GET /debug/sleep/{ms} to one that holds its
     /// worker that long (an overload on demand).
@@ -432,6 +436,7 @@ pub struct Config {
     /// `None`: the relay is off.
     pub relay: Option<RelayConfig>,
     pub cache_bytes: u64,
+    pub read_cache_bytes: u64,
 }
 
 /// The relay's settings (`--relay-*`).
@@ -564,6 +569,7 @@ impl Config {
             shared_limits: a.shared_limits,
             relay,
             cache_bytes: a.cache_bytes,
+            read_cache_bytes: a.read_cache_bytes,
         })
     }
 

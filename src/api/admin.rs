@@ -103,6 +103,15 @@ fn caches_json(st: &State, with_shared: bool) -> serde_json::Value {
         cache(CacheName::Tokens, st.tokens.counts()),
         cache(CacheName::BadTokens, st.bad_tokens.counts()),
     ];
+    let (samples, pages) = st.reads.counts();
+    caches.push(serde_json::json!({
+        "name": CacheName::Reads.as_str(),
+        "entries": samples.entries + pages.entries,
+        "bytes": samples.bytes + pages.bytes,
+        "capacity_bytes": samples.capacity + pages.capacity,
+        "hits": samples.hits + pages.hits,
+        "misses": samples.misses + pages.misses,
+    }));
     if let Some(relay) = &st.relay {
         let f = &relay.figures;
         let memory = relay.memory_counts();
@@ -181,6 +190,7 @@ pub fn clear_cache(
         CacheName::Tokens => st.tokens.clear(),
         CacheName::BadTokens => st.bad_tokens.clear(),
         CacheName::Relay => relay()?.clear_memory(),
+        CacheName::Reads => st.reads.clear(),
         CacheName::RelayShared => {
             relay()?.clear_shared()?;
         }

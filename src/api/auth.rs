@@ -120,14 +120,20 @@ fn apply(st: &State, payload: &str) {
         }
     } else if let Some(id) = payload.strip_prefix("user:").and_then(|i| i.parse().ok()) {
         st.tokens.remove_user(id);
+    } else if payload == notify::SAMPLES_CHANGED {
+        st.reads.samples_changed();
+    } else if payload == notify::FILES_CHANGED {
+        st.reads.files_changed();
     }
 }
 
 /// Starts listening for other processes' news, for as long as `state` lives.
 /// After every (re)connection the token cache is emptied: news sent while this
-/// process was not listening is lost, so nothing cached may be trusted.
+/// process was not listening is lost, so nothing cached may be trusted. While
+/// it is not connected, cached reads are not served.
 pub fn listen(state: &std::sync::Arc<State>) -> Result<(), String> {
-    let (alive, news, resync) = (
+    let (alive, news, resync, lost) = (
+        std::sync::Arc::downgrade(state),
         std::sync::Arc::downgrade(state),
         std::sync::Arc::downgrade(state),
         std::sync::Arc::downgrade(state),
@@ -143,6 +149,12 @@ pub fn listen(state: &std::sync::Arc<State>) -> Result<(), String> {
         move || {
             if let Some(st) = resync.upgrade() {
                 st.tokens.clear();
+                st.reads.heard_again();
+            }
+        },
+        move || {
+            if let Some(st) = lost.upgrade() {
+                st.reads.deaf();
             }
         },
     )

@@ -128,6 +128,11 @@ pub fn finish(st: &State, body: UploadBody, out: &mut Vec<u8>) -> Result<Reply, 
             &[&&stored.md5[..], &size, &media.as_str(), &user_id],
         )
         .map_err(|e| note(st, e))?;
+    if inserted == 1 {
+        // Samples naming this file changed (other processes hear it from the
+        // INSERT).
+        st.reads.files_changed();
+    }
     st.uploads.fetch_add(1, Relaxed);
     st.upload_bytes.fetch_add(stored.size, Relaxed);
     serde_json::to_writer(

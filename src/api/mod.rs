@@ -21,6 +21,7 @@ pub(crate) mod limits;
 mod metrics;
 mod openapi;
 mod passwords;
+mod reads;
 mod relay;
 pub(crate) mod request;
 pub(crate) mod route;

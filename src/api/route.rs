@@ -67,14 +67,17 @@ pub enum CacheName {
     Relay,
     /// The relay's level 2 (PostgreSQL, shared by every instance).
     RelayShared,
+    /// Cached sample reads and listing pages.
+    Reads,
 }
 
 impl CacheName {
-    pub const ALL: [CacheName; 4] = [
+    pub const ALL: [CacheName; 5] = [
         CacheName::Tokens,
         CacheName::BadTokens,
         CacheName::Relay,
         CacheName::RelayShared,
+        CacheName::Reads,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -83,6 +86,7 @@ impl CacheName {
             CacheName::BadTokens => "bad_tokens",
             CacheName::Relay => "relay",
             CacheName::RelayShared => "relay_shared",
+            CacheName::Reads => "reads",
         }
     }
 }
@@ -541,7 +545,10 @@ mod tests {
             assert_eq!(route(Method::Get, path).ok(), Some(Route::Relay), "{path}");
             assert_eq!(route(Method::Head, path).ok(), Some(Route::Relay), "{path}");
         }
-        assert!(matches!(route(Method::Post, "/relay/a"), Err(ApiError::MethodNotAllowed(_))));
+        assert!(matches!(
+            route(Method::Post, "/relay/a"),
+            Err(ApiError::MethodNotAllowed(_))
+        ));
         assert!(matches!(route(Method::Get, "/relayed"), Err(ApiError::NotFound)));
     }
 

@@ -8,6 +8,7 @@
 use super::auth::{authenticate, note};
 use super::error::{ApiError, Error};
 use super::json::Fields;
+use super::reads::{self, Read};
 use super::request::{Reply, Request};
 use super::state::State;
 use crate::store::db::DbError;
@@ -165,7 +166,11 @@ pub fn commit(st: &State, items: &[&NewSample]) -> Result<Vec<Result<i64, ApiErr
             .inspect_err(|e| st.db.note(e))
     };
     let inserted = match inserted {
-        Ok(rows) => rows,
+        Ok(rows) => {
+            // Listings changed (other processes hear it from the INSERT).
+            st.reads.samples_changed();
+            rows
+        }
         Err(e @ DbError::Unavailable(_)) => return Err(e.into()),
         Err(e) if items.len() > 1 => {
             // A duplicate is the client's business; anything else is worth a look.
@@ -325,6 +330,12 @@ fn sample_json(row: &Row) -> Result<serde_json::Value, ApiError> {
 
 pub fn get(st: &State, req: &Request<'_>, id: i64, out: &mut Vec<u8>) -> Result<Reply, Error> {
     authenticate(st, req)?;
+    let mut key = itoa::Buffer::new();
+    let key = key.format(id);
+    if let Some(read) = st.reads.sample(key) {
+        return Ok(cached(req, &read, out));
+    }
+    let at = st.reads.generations();
     let mut pooled = st.db.get()?;
     let db = &mut *pooled;
     let rows = db
@@ -332,8 +343,43 @@ pub fn get(st: &State, req: &Request<'_>, id: i64, out: &mut Vec<u8>) -> Result<
         .query(&db.st.get_sample, &[&id])
         .map_err(|e| note(st, e))?;
     let row = rows.first().ok_or(ApiError::NotFound)?;
-    serde_json::to_writer(out, &sample_json(row)?).map_err(|e| ApiError::Internal(e.to_string()))?;
-    Ok(Reply::json(200))
+    serde_json::to_writer(&mut *out, &sample_json(row)?).map_err(|e| ApiError::Internal(e.to_string()))?;
+    Ok(fresh(req, st.reads.keep_sample(key, out, at), out))
+}
+
+/// The answer from a cached read: 304 when the client has it already.
+fn cached(req: &Request<'_>, read: &Read, out: &mut Vec<u8>) -> Reply {
+    let not_modified = reads::not_modified(req.head.if_none_match.map(|s| s.str(req.buf)), read);
+    if !not_modified {
+        out.extend_from_slice(&read.body);
+    }
+    validated(if not_modified { 304 } else { 200 }, &read.etag)
+}
+
+/// The answer to a read just made (`out` holds its body), with its validator
+/// when it was kept.
+fn fresh(req: &Request<'_>, kept: Option<std::sync::Arc<Read>>, out: &mut Vec<u8>) -> Reply {
+    match kept {
+        Some(read) => {
+            out.clear();
+            cached(req, &read, out)
+        }
+        None => validated(200, &reads::etag_of(out)),
+    }
+}
+
+/// Authenticated reads: a private cache may keep them, and must revalidate
+/// (with the ETag) before reuse.
+fn validated(status: u16, etag: &str) -> Reply {
+    Reply {
+        header: Some(("ETag", etag.to_string())),
+        cache_control: Some("private, no-cache"),
+        ..if status == 304 {
+            Reply::empty(304)
+        } else {
+            Reply::json(status)
+        }
+    }
 }
 
 /// Reads `after` and `limit` from the query string.
@@ -365,6 +411,10 @@ fn page_params(query: &str) -> Result<(i64, i64), ApiError> {
 pub fn list(st: &State, req: &Request<'_>, out: &mut Vec<u8>) -> Result<Reply, Error> {
     authenticate(st, req)?;
     let (after, limit) = page_params(req.query())?;
+    if let Some(read) = st.reads.page(req.query()) {
+        return Ok(cached(req, &read, out));
+    }
+    let at = st.reads.generations();
     let mut pooled = st.db.get()?;
     let db = &mut *pooled;
     let rows = db
@@ -378,11 +428,11 @@ pub fn list(st: &State, req: &Request<'_>, out: &mut Vec<u8>) -> Result<Reply, E
         _ => None,
     };
     serde_json::to_writer(
-        out,
+        &mut *out,
         &serde_json::json!({ "samples": samples, "next_after": next_after }),
     )
     .map_err(|e| ApiError::Internal(e.to_string()))?;
-    Ok(Reply::json(200))
+    Ok(fresh(req, st.reads.keep_page(req.query(), out, at), out))
 }
 
 #[cfg(test)]

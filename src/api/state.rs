@@ -3,6 +3,7 @@
 
 use super::limits::Limits;
 use super::passwords::Passwords;
+use super::reads::Reads;
 use super::tokens::{BadTokens, TokenCache};
 use crate::cache::policy::Defaults;
 use crate::config::Config;
@@ -20,6 +21,8 @@ pub struct State {
     pub config: Config,
     /// Shared with the relay's threads (its level-2 cache).
     pub db: Arc<Db>,
+    /// Cached sample reads and listing pages (`--read-cache-bytes`).
+    pub reads: Reads,
     /// The relay (`--relay-upstream`), when it is on.
     pub relay: Option<Arc<Relay>>,
     pub store: Store,
@@ -96,6 +99,7 @@ impl State {
                 .into_bytes(),
             db,
             relay,
+            reads: Reads::new(config.read_cache_bytes),
             config: config.clone(),
         })
     }

@@ -59,7 +59,13 @@ impl<V: Weigh> MemoryCache<V> {
 
     /// The entry for `key`, counted as a hit or a miss.
     pub fn get(&self, key: &str) -> Option<Arc<V>> {
-        let got = self.cache.get(key);
+        self.get_valid(key, |_| true)
+    }
+
+    /// The entry for `key` if `valid` accepts it, counted as a hit; a miss
+    /// otherwise.
+    pub fn get_valid(&self, key: &str, valid: impl Fn(&V) -> bool) -> Option<Arc<V>> {
+        let got = self.cache.get(key).filter(|v| valid(v));
         let counter = if got.is_some() { &self.hits } else { &self.misses };
         counter.fetch_add(1, Relaxed);
         got

@@ -1,7 +1,7 @@
 //! Cross-process news through PostgreSQL `LISTEN/NOTIFY`: every server process
 //! listens on one channel on a connection of its own, and tells the others what
 //! they must not keep believing (a token revoked, a user whose tier or tokens
-//! changed). Delivery takes milliseconds after the notifying transaction commits:
+//! changed, samples or files written: cached reads are stale). Delivery takes milliseconds after the notifying transaction commits:
 //! the listener blocks on its connection until news comes.
 //!
 //! A notification sent while a listener is disconnected is lost, so after every
@@ -13,8 +13,15 @@ use postgres::fallible_iterator::FallibleIterator;
 use postgres::{Client, NoTls};
 use std::time::Duration;
 
-/// The channel every process listens on.
-pub const CHANNEL: &str = "crudrs_tokens";
+/// The channel every process listens on (`sql::INSERT_SAMPLES` and
+/// `sql::INSERT_FILE` name it too).
+pub const CHANNEL: &str = "crudrs_news";
+
+/// The payload of a sample batch insert.
+pub const SAMPLES_CHANGED: &str = "samples";
+
+/// The payload of a new file.
+pub const FILES_CHANGED: &str = "files";
 
 /// First wait before reconnecting (doubled up to 5 s while it fails).
 const RETRY: Duration = Duration::from_millis(250);
@@ -30,14 +37,20 @@ fn connect(url: &str) -> Result<Client, postgres::Error> {
 /// when news comes or the connection is lost). `on_message` gets each payload;
 /// `resync` runs after every later connection (news sent meanwhile is lost),
 /// and after the first one too when it could not be made at once (the database
-/// was down at start-up).
+/// was down at start-up). `lost` runs whenever the listener is not connected
+/// (at start when the first connection failed, and after a connection is lost):
+/// until `resync`, news may be missed.
 pub fn listen(
     url: String,
     alive: impl Fn() -> bool + Send + 'static,
     on_message: impl Fn(&str) + Send + 'static,
     resync: impl Fn() + Send + 'static,
+    lost: impl Fn() + Send + 'static,
 ) -> std::io::Result<()> {
     let mut first = connect(&url).ok();
+    if first.is_none() {
+        lost();
+    }
     std::thread::Builder::new()
         .name("notify".into())
         .spawn(move || {
@@ -71,8 +84,12 @@ pub fn listen(
                             }
                             on_message(n.payload());
                         }
-                        Ok(None) => break,
+                        Ok(None) => {
+                            lost();
+                            break;
+                        }
                         Err(e) => {
+                            lost();
                             tracing::warn!("notification listener lost its connection: {e}");
                             break;
                         }

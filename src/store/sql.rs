@@ -94,13 +94,18 @@ pub const REVOKE_TOKEN: &str =
 /// on this project's machine: unnest costs PostgreSQL about two thirds of what
 /// jsonb_to_recordset does per row, and ON CONFLICT DO NOTHING about a quarter
 /// more than a plain INSERT, for a conflict that is rare.
+/// The batch insert also tells every server process that sample listings
+/// changed (`notify::SAMPLES_CHANGED`, delivered at commit), in the same round
+/// trip.
 pub const INSERT_SAMPLES: &str = "\
+WITH ins AS (
 INSERT INTO samples (user_id, image_md5, taken_at, latitude, longitude, altitude, metadata, flora, fauna, calls)
 SELECT r.user_id, r.md5, r.taken_at, r.lat, r.lon, r.alt, r.meta, r.flora::text[], r.fauna::text[], r.calls::text[]
 FROM unnest($1::bigint[], $2::bytea[], $3::timestamptz[], $4::float8[], $5::float8[], $6::float8[],
             $7::integer[], $8::text[], $9::text[], $10::text[])
      AS r(user_id, md5, taken_at, lat, lon, alt, meta, flora, fauna, calls)
-RETURNING id, image_md5";
+RETURNING id, image_md5)
+SELECT ins.id, ins.image_md5 FROM ins, (SELECT pg_notify('crudrs_news', 'samples')) AS news";
 
 const SAMPLE_COLUMNS: &str = "s.id, s.image_md5, s.taken_at, s.latitude, s.longitude, s.altitude, \
 s.metadata, s.flora, s.fauna, s.calls, s.created_at, u.username, \
@@ -129,9 +134,14 @@ pub const COUNTER_GET: &str = "SELECT value FROM counter WHERE id = 1";
 
 /// Records a stored file; does nothing when the md5 is already recorded.
 /// $1 md5, $2 size, $3 content type, $4 uploader.
+/// A new file changes `image_present` of the samples that name it: every server
+/// process is told (`notify::FILES_CHANGED`). One row when the file is new,
+/// none when it was known.
 pub const INSERT_FILE: &str = "\
+WITH ins AS (
 INSERT INTO files (md5, size, content_type, uploader) VALUES ($1, $2, $3, $4)
-ON CONFLICT (md5) DO NOTHING";
+ON CONFLICT (md5) DO NOTHING RETURNING md5)
+SELECT pg_notify('crudrs_news', 'files') FROM ins";
 
 /// $1 md5.
 pub const GET_FILE: &str = "SELECT content_type FROM files WHERE md5 = $1";
