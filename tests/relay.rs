@@ -456,6 +456,15 @@ fn admins_see_and_clear_the_relay_caches() {
     );
     assert!(l1["bytes"].as_u64().unwrap() > 0);
     assert!(find(&caches, "relay_shared")["entries"].is_u64());
+    let metrics = api.get("/metrics", None).text();
+    for line in [
+        "crudrs_cache_requests_total{cache=\"relay\",result=\"hit\"} 1",
+        "crudrs_cache_entries{cache=\"relay\"} 1",
+        "crudrs_relay_upstream_requests_total 1",
+        "crudrs_circuit_breaker_state{dependency=\"upstream\",state=\"closed\"} 1",
+    ] {
+        assert!(metrics.contains(line), "{line} not in\n{metrics}");
+    }
 
     let cleared = api.call("POST", "/admin/api/caches/relay/clear", Some(&key), None);
     assert_eq!(cleared.status, 200, "{}", cleared.text());

@@ -60,29 +60,36 @@ pub fn metrics(st: &State, req: &Request<'_>, out: &mut Vec<u8>) -> Result<Reply
     );
     st.db.checkouts.render(&mut x, "crudrs_db_pool_wait_seconds", &[]);
 
-    let state = st.db.breaker_state().as_str();
+    let mut breakers = vec![("database", st.db.breaker_state(), st.db.breaker_opened())];
+    if let Some(relay) = &st.relay {
+        breakers.push(("upstream", relay.breaker_state(), relay.breaker_opened()));
+    }
     x.family(
         "crudrs_circuit_breaker_state",
         "gauge",
         "1 for the state each dependency's circuit breaker is in.",
     );
-    for s in ["closed", "open", "half-open"] {
-        x.sample(
-            "crudrs_circuit_breaker_state",
-            &[("dependency", "database"), ("state", s)],
-            f64::from(u8::from(s == state)),
-        );
+    for (dependency, state, _) in &breakers {
+        for s in ["closed", "open", "half-open"] {
+            x.sample(
+                "crudrs_circuit_breaker_state",
+                &[("dependency", dependency), ("state", s)],
+                f64::from(u8::from(s == state.as_str())),
+            );
+        }
     }
     x.family(
         "crudrs_circuit_breaker_opened_total",
         "counter",
         "Times each dependency's circuit breaker opened.",
     );
-    x.sample(
-        "crudrs_circuit_breaker_opened_total",
-        &[("dependency", "database")],
-        st.db.breaker_opened() as f64,
-    );
+    for (dependency, _, opened) in &breakers {
+        x.sample(
+            "crudrs_circuit_breaker_opened_total",
+            &[("dependency", dependency)],
+            *opened as f64,
+        );
+    }
 
     let (tiers, logins) = st.limits.refusals();
     x.family(
@@ -104,29 +111,7 @@ pub fn metrics(st: &State, req: &Request<'_>, out: &mut Vec<u8>) -> Result<Reply
         logins as f64,
     );
 
-    x.family(
-        "crudrs_cache_requests_total",
-        "counter",
-        "Cache lookups by cache and result (stale: found, but expired or due for a re-check).",
-    );
-    x.family("crudrs_cache_entries", "gauge", "Entries held, by cache.");
-    for (name, c) in [
-        (CacheName::Tokens, st.tokens.counts()),
-        (CacheName::BadTokens, st.bad_tokens.counts()),
-    ] {
-        for (result, n) in [("hit", c.hits), ("miss", c.misses), ("stale", c.stale)] {
-            x.sample(
-                "crudrs_cache_requests_total",
-                &[("cache", name.as_str()), ("result", result)],
-                n as f64,
-            );
-        }
-        x.sample(
-            "crudrs_cache_entries",
-            &[("cache", name.as_str())],
-            c.entries as f64,
-        );
-    }
+    render_caches(st, &mut x);
 
     let events = st.events.stats();
     x.single(
@@ -178,4 +163,99 @@ pub fn metrics(st: &State, req: &Request<'_>, out: &mut Vec<u8>) -> Result<Reply
 /// Compares two byte strings in time that depends only on their lengths.
 fn same(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// One cache's figures, as the metrics show them.
+struct CacheFigures {
+    name: &'static str,
+    /// Lookups by result.
+    results: Vec<(&'static str, u64)>,
+    entries: u64,
+    /// Bytes held, where the cache is bounded in bytes.
+    bytes: Option<u64>,
+}
+
+fn render_caches(st: &State, x: &mut Exposition<'_>) {
+    let mut caches: Vec<CacheFigures> = [
+        (CacheName::Tokens, st.tokens.counts()),
+        (CacheName::BadTokens, st.bad_tokens.counts()),
+    ]
+    .into_iter()
+    .map(|(name, c)| CacheFigures {
+        name: name.as_str(),
+        results: vec![("hit", c.hits), ("miss", c.misses), ("stale", c.stale)],
+        entries: c.entries,
+        bytes: None,
+    })
+    .collect();
+    let (samples, pages) = st.reads.counts();
+    caches.push(CacheFigures {
+        name: CacheName::Reads.as_str(),
+        results: vec![
+            ("hit", samples.hits + pages.hits),
+            ("miss", samples.misses + pages.misses),
+        ],
+        entries: samples.entries + pages.entries,
+        bytes: Some(samples.bytes + pages.bytes),
+    });
+    if let Some(relay) = &st.relay {
+        let f = &relay.figures;
+        let load = |a: &std::sync::atomic::AtomicU64| a.load(Relaxed);
+        let memory = relay.memory_counts();
+        caches.push(CacheFigures {
+            name: CacheName::Relay.as_str(),
+            results: vec![
+                ("hit", load(&f.hits)),
+                ("miss", load(&f.misses)),
+                ("stale", load(&f.stale)),
+                ("revalidated", load(&f.revalidated)),
+            ],
+            entries: memory.entries,
+            bytes: Some(memory.bytes),
+        });
+    }
+    x.family(
+        "crudrs_cache_requests_total",
+        "counter",
+        "Cache lookups by cache and result (stale: found, but expired or due for a re-check; for the relay, answered stale).",
+    );
+    for c in &caches {
+        for (result, n) in &c.results {
+            x.sample(
+                "crudrs_cache_requests_total",
+                &[("cache", c.name), ("result", result)],
+                *n as f64,
+            );
+        }
+    }
+    x.family("crudrs_cache_entries", "gauge", "Entries held, by cache.");
+    for c in &caches {
+        x.sample("crudrs_cache_entries", &[("cache", c.name)], c.entries as f64);
+    }
+    x.family(
+        "crudrs_cache_bytes",
+        "gauge",
+        "Bytes held, by cache bounded in bytes.",
+    );
+    for c in &caches {
+        if let Some(bytes) = c.bytes {
+            x.sample("crudrs_cache_bytes", &[("cache", c.name)], bytes as f64);
+        }
+    }
+    if let Some(relay) = &st.relay {
+        let f = &relay.figures;
+        let load = |a: &std::sync::atomic::AtomicU64| a.load(Relaxed) as f64;
+        x.single(
+            "crudrs_relay_upstream_requests_total",
+            "counter",
+            "Requests the relay made to its upstream.",
+            load(&f.upstream_requests),
+        );
+        x.single(
+            "crudrs_relay_upstream_failures_total",
+            "counter",
+            "Upstream requests that failed (no answer, or a 5xx).",
+            load(&f.upstream_failures),
+        );
+    }
 }
