@@ -2,7 +2,8 @@
 //!
 //! Ownership is the concurrency rule: a connection is a `Box<Conn>` that lives in
 //! exactly one place at a time (its registry slot while parked, the task queue, a
-//! worker's hands or its `ready` list, the hashing gate's wait list, or a batcher)
+//! worker's hands or its `ready` list, the hashing gate's wait list, a batcher, or
+//! a relay flight's callback)
 //! and moves between them by value. So exactly one thread touches a connection at a
 //! time, and the compiler checks it. Dropping a `Conn` deregisters and closes its
 //! socket and frees its slot.
