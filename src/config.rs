@@ -80,7 +80,11 @@ pub struct Args {
     #[arg(long, env = "HEADER_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub header_timeout: Duration,
 
-    /// Idle time allowed between requests on a keep-alive connection, and between body bytes; then close.
+    /// Time a client has to send a whole buffered request, head and body (JSON, at most --max-json-bytes), once it started it; then 408 and close. A body trickled a byte at a time cannot hold a connection and its buffer for longer. (Uploads are streamed: between their bytes, --keepalive-timeout applies.)
+    #[arg(long, env = "BODY_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub body_timeout: Duration,
+
+    /// Idle time allowed between requests on a keep-alive connection, and between upload bytes; then close.
     #[arg(long, env = "KEEPALIVE_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
     pub keepalive_timeout: Duration,
 
@@ -404,6 +408,7 @@ pub struct Config {
     pub max_json_bytes: usize,
     pub max_upload_bytes: u64,
     pub header_timeout: Duration,
+    pub body_timeout: Duration,
     pub keepalive_timeout: Duration,
     pub shutdown_grace: Duration,
     pub argon2_memory_kib: u32,
@@ -536,6 +541,7 @@ impl Config {
             max_json_bytes: a.max_json_bytes,
             max_upload_bytes: a.max_upload_bytes,
             header_timeout: a.header_timeout,
+            body_timeout: a.body_timeout,
             keepalive_timeout: a.keepalive_timeout,
             shutdown_grace: a.shutdown_grace,
             argon2_memory_kib: a.argon2_memory_kib,

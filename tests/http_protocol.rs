@@ -370,6 +370,42 @@ fn slow_heads_get_408_and_idle_connections_are_closed() {
 }
 
 #[test]
+fn a_trickled_body_gets_408_at_the_body_timeout() {
+    let db = TestDb::new("bodytimeout");
+    let server = Server::start(
+        &db.url,
+        &["1", "--body-timeout", "500ms", "--keepalive-timeout", "60s"],
+    );
+    let mut s = connect(server.addr);
+    s.write_all(
+        b"POST /event HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{",
+    )
+    .unwrap();
+    let started = Instant::now();
+    // A byte every 100 ms: never idle for the keep-alive timeout, yet cut.
+    let writer = s.try_clone().unwrap();
+    let trickle = std::thread::spawn(move || {
+        let mut w = writer;
+        for _ in 0..600 {
+            std::thread::sleep(Duration::from_millis(100));
+            if w.write_all(b" ").is_err() {
+                return;
+            }
+        }
+    });
+    let mut r = Reader::new(s);
+    let resp = r.next(false).expect("a 408");
+    let waited = started.elapsed();
+    assert_eq!(resp.status, 408);
+    assert!(
+        waited >= Duration::from_millis(400) && waited < bound(Duration::from_secs(3)),
+        "{waited:?}"
+    );
+    assert!(r.next(false).is_none(), "closed after the 408");
+    trickle.join().unwrap();
+}
+
+#[test]
 fn connections_over_the_limit_get_503_and_are_closed() {
     let db = TestDb::new("connlimit");
     let server = Server::start(&db.url, &["1", "--max-connections", "2"]);

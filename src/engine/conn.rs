@@ -174,19 +174,28 @@ impl Conn {
         self.io.has_pending() || self.is_sending()
     }
 
-    /// The deadline for parking now, from the phase and the configured timeouts.
-    pub fn park_deadline(&self, now: Instant, header_timeout: Duration, idle_timeout: Duration) -> Instant {
+    /// The deadline for parking now, from the phase and the configured timeouts:
+    /// a request head must be complete `header` after its first byte, a buffered
+    /// request's body `body` after it (a trickled body cannot hold the
+    /// connection and its buffer longer), and otherwise the connection may idle
+    /// `idle` (between requests, between upload bytes, while output waits).
+    pub fn park_deadline(&self, now: Instant, header: Duration, body: Duration, idle: Duration) -> Instant {
         if self.wants_write() {
-            return now + idle_timeout;
+            return now + idle;
         }
         match self.phase {
             Phase::Reading {
                 since,
                 head_done: false,
                 ..
-            } => since + header_timeout,
+            } => since + header,
+            Phase::Reading {
+                since,
+                head_done: true,
+                ..
+            } => since + body,
             Phase::Closing => now + LINGER,
-            _ => now + idle_timeout,
+            _ => now + idle,
         }
     }
 }

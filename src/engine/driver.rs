@@ -231,7 +231,12 @@ impl Driver {
             return;
         }
         let cfg = &self.shared.config;
-        conn.deadline = conn.park_deadline(Instant::now(), cfg.header_timeout, cfg.keepalive_timeout);
+        conn.deadline = conn.park_deadline(
+            Instant::now(),
+            cfg.header_timeout,
+            cfg.body_timeout,
+            cfg.keepalive_timeout,
+        );
         if let Some(conn) = self.shared.registry.park(conn) {
             // Readiness arrived while we held it: back of the queue, like any event
             // (a closed queue means shutdown, and dropping closes).
