@@ -5,7 +5,7 @@
 #   make cluster [N=3] / cluster-stop           N instances behind HAProxy on one PostgreSQL (see README)
 #   make fuzz [FUZZ_SECS=300]                   the parser's and decoder's property tests, many cases, for a set time
 #   make test-stress [RUNS=3]                   the same while every CPU is kept busy by busy loops
-#   make bench / bench-health                   benchmarks (server on CPU 1, load on CPU 0)
+#   make bench / bench-health / bench-relay     benchmarks (server on CPU 1, load on CPU 0)
 #   make db / db-stop                           start or stop the project-local cluster (.pg/)
 #   make lint                                   rustfmt check + clippy with warnings denied
 # With DATABASE_URL set, that database is used and no cluster is started.
@@ -16,7 +16,7 @@ CARGO ?= cargo
 
 RUNS ?= 3
 
-.PHONY: run build test test-api fuzz cluster cluster-stop cluster-reload test-stress lint fmt db db-stop bench bench-health bench-upload clean-db
+.PHONY: run build test test-api fuzz cluster cluster-stop cluster-reload test-stress lint fmt db db-stop bench bench-health bench-upload bench-relay clean-db
 
 build:
 	$(CARGO) build --release --workspace
@@ -68,6 +68,9 @@ bench-health: build
 bench-upload: build
 	scripts/bench-upload.sh
 
+bench-relay: build
+	scripts/bench-relay.sh
+
 bench: build
 	scripts/bench-health.sh
 	scripts/bench-sample.sh
@@ -80,3 +83,4 @@ bench: build
 	scripts/bench-limits.sh
 	scripts/bench-metrics.sh
 	scripts/bench-cluster.sh
+	scripts/bench-relay.sh

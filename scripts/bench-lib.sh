@@ -44,9 +44,15 @@ fresh_db() { # fresh_db NAME: drop and recreate database NAME; prints its connec
 # date), so a benchmark never measures a binary older than the sources.
 build_release() { (cd "$ROOT" && cargo build --release --workspace -q); }
 
-ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; } # ticks PID: user+system CPU clock ticks
+ticks() { # ticks "PID...": user+system CPU clock ticks of the processes still running, summed
+    local t=0 p
+    for p in $1; do
+        [ -r "/proc/$p/stat" ] && t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo 0)))
+    done
+    echo "$t"
+}
 
-wrk_cpu() { # wrk_cpu PORT PID PATH: "req/s cpu-us-per-request" of one wrk -t1 -c64 run on the load CPU
+wrk_cpu() { # wrk_cpu PORT "PID..." PATH: "req/s cpu-us-per-request" of one wrk -t1 -c64 run on the load CPU
     local b a out
     b=$(ticks "$2")
     out=$(taskset -c "$LOAD_CPU" wrk -t1 -c64 -d"$DURATION" "http://127.0.0.1:$1$3")

@@ -11,6 +11,7 @@
 
 use crate::http::{self, Target};
 use crate::mix::{Expect, Fixture, Gen, Kind, Mix};
+use crate::relay::{CacheCounts, Keys, XCache};
 use crate::report::Stats;
 use polling::{Event, Events, PollMode, Poller};
 use std::collections::{BTreeMap, VecDeque};
@@ -50,6 +51,8 @@ pub struct Plan {
     /// so a server that limits per client IP sees that many clients; 0: the
     /// kernel's choice.
     pub source_ips: usize,
+    /// What relay requests ask for.
+    pub relay: Keys,
 }
 
 /// Counters the progress display reads while the run goes on.
@@ -71,6 +74,8 @@ pub struct Outcome {
     pub elapsed: Duration,
     /// Values returned by counter requests (for the counter scenario).
     pub counter_values: Vec<i64>,
+    /// How the relay made its answers (`X-Cache`), for relay requests.
+    pub cache: CacheCounts,
 }
 
 struct Sock {
@@ -94,6 +99,7 @@ struct Thread<'a> {
     stats: BTreeMap<Kind, Stats>,
     per_second: Vec<u64>,
     counter_values: Vec<i64>,
+    cache: CacheCounts,
 }
 
 /// Runs the plan to completion.
@@ -124,6 +130,7 @@ pub fn run(plan: &Plan, target: &Target, fixture: &Fixture, live: &Live) -> Resu
             all.per_second[i] += n;
         }
         all.counter_values.extend(r.counter_values);
+        all.cache.merge(&r.cache);
     }
     Ok(all)
 }
@@ -147,8 +154,16 @@ fn thread_main(
         stats: BTreeMap::new(),
         per_second: Vec::new(),
         counter_values: Vec::new(),
+        cache: CacheCounts::default(),
     };
-    let mut gen = Gen::new(fixture, &target.host, plan.seed, id, plan.sequential_events);
+    let mut gen = Gen::new(
+        fixture,
+        &target.host,
+        plan.seed,
+        id,
+        plan.sequential_events,
+        &plan.relay,
+    );
     let mut socks: Vec<Sock> = (0..plan.sockets_per_thread)
         .map(|_| Sock {
             stream: None,
@@ -271,6 +286,7 @@ fn thread_main(
         per_second: t.per_second,
         elapsed: start.elapsed(),
         counter_values: t.counter_values,
+        cache: t.cache,
     })
 }
 
@@ -405,6 +421,7 @@ impl Thread<'_> {
         loop {
             match http::parse(&s.rbuf[off..], false) {
                 Ok(Some(p)) => {
+                    let head = off..off + p.body.start;
                     let body = off + p.body.start..off + p.body.end;
                     off += p.len;
                     if p.status == 100 {
@@ -415,6 +432,9 @@ impl Thread<'_> {
                         self.reset(s, key, "unsolicited response");
                         return true;
                     };
+                    if exp.kind == Kind::Relay {
+                        self.cache.add(XCache::from_head(&s.rbuf[head]));
+                    }
                     let outcome = exp.validate(p.status, &s.rbuf[body]);
                     let outcome = outcome.map(|v| {
                         if let Some(v) = v {

@@ -5,12 +5,14 @@
 //! `http` speaks just enough HTTP/1.1 client; `mix` says what each request kind
 //! sends and what its answer must look like; `engine` drives sockets (pipelining,
 //! open or closed model); `report` merges histograms into tables and JSON;
-//! `scenario` sets up users and checks server state after a run (1mrc, counter).
+//! `scenario` sets up users and checks server state after a run (1mrc, counter);
+//! `relay` builds the relay scenario's targets and counts its `X-Cache` answers.
 //! The `latency-client` binary reuses `http` and `report`.
 
 pub mod engine;
 pub mod http;
 pub mod mix;
+pub mod relay;
 pub mod report;
 pub mod scenario;
 

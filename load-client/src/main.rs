@@ -6,6 +6,7 @@ use clap::Parser;
 use loadclient::engine::{self, Budget, Live, Plan};
 use loadclient::http::Target;
 use loadclient::mix::{Kind, Mix};
+use loadclient::relay::{CountUrl, Keys, XCache};
 use loadclient::{parse_duration, report, scenario};
 use serde_json::json;
 use std::io::IsTerminal;
@@ -38,7 +39,7 @@ struct Args {
     /// Total requests instead of the per-socket count.
     #[arg(long)]
     requests: Option<u64>,
-    /// Request kinds with weights: create, login, sample, file, event, counter, health, get-sample.
+    /// Request kinds with weights: create, login, sample, file, event, counter, health, get-sample, relay.
     #[arg(long, default_value = "create=1,login=1,sample=1")]
     mix: String,
     /// Requests in flight per socket.
@@ -54,9 +55,29 @@ struct Args {
     /// Seed for the request mix and values.
     #[arg(long, default_value_t = 1)]
     seed: u64,
-    /// A scenario with a server-state check: 1mrc or counter.
+    /// A scenario: 1mrc or counter (server state checked), or relay (GET /relay/...,
+    /// answers counted by X-Cache).
     #[arg(long)]
     scenario: Option<String>,
+    /// Relay: distinct resources, /relay/<prefix>/0 .. /relay/<prefix>/{N-1}.
+    #[arg(long, default_value_t = 10)]
+    relay_keys: u64,
+    /// Relay: the path segment before the key number (a fresh one makes every key a miss).
+    #[arg(long, default_value = "k")]
+    relay_prefix: String,
+    /// Relay: the max-age the upstream gives each resource, in seconds.
+    #[arg(long, default_value_t = 600)]
+    relay_ttl: u64,
+    /// Relay: the body size the upstream pads each resource to, in bytes.
+    #[arg(long, default_value_t = 559)]
+    relay_bytes: u64,
+    /// Relay: how long the upstream waits before answering, in milliseconds (0: no delay asked).
+    #[arg(long, default_value_t = 0)]
+    relay_delay_ms: u64,
+    /// The test upstream's GET /__count (e.g. http://127.0.0.1:9000/__count): its total is
+    /// read before and after the run, and the difference reported.
+    #[arg(long)]
+    upstream_count_url: Option<String>,
     /// Users for 1mrc (user_0 .. user_{N-1}).
     #[arg(long, default_value_t = 75_000)]
     users: u64,
@@ -103,7 +124,8 @@ fn run(a: Args) -> Result<bool, String> {
         None => (Mix::parse(&a.mix)?, None, None),
         Some("1mrc") => (Mix::parse("event")?, Some(a.users.max(1)), Some(1_000_000)),
         Some("counter") => (Mix::parse("counter")?, None, Some(10_000)),
-        Some(other) => return Err(format!("unknown scenario {other:?} (1mrc or counter)")),
+        Some("relay") => (Mix::parse("relay")?, None, None),
+        Some(other) => return Err(format!("unknown scenario {other:?} (1mrc, counter or relay)")),
     };
     // 1mrc needs a known N; the counter check holds for any number of requests.
     let budget = match (a.duration, a.requests.or(default_total)) {
@@ -133,6 +155,8 @@ fn run(a: Args) -> Result<bool, String> {
     } else {
         None
     };
+    let count_url = a.upstream_count_url.as_deref().map(CountUrl::parse).transpose()?;
+    let upstream_before = count_url.as_ref().map(CountUrl::total).transpose()?;
 
     let plan = Plan {
         threads: a.threads,
@@ -144,6 +168,13 @@ fn run(a: Args) -> Result<bool, String> {
         seed: a.seed,
         sequential_events: sequential,
         source_ips: a.source_ips,
+        relay: Keys {
+            prefix: a.relay_prefix.clone(),
+            keys: a.relay_keys.max(1),
+            ttl: a.relay_ttl,
+            size: a.relay_bytes,
+            delay_ms: a.relay_delay_ms,
+        },
     };
     let live = Live::default();
     let json_to_stdout = a.json.as_deref() == Some("-");
@@ -183,6 +214,18 @@ fn run(a: Args) -> Result<bool, String> {
         let end = scenario::counter_value(&target)?;
         problems.extend(scenario::check_counter(start, end, &outcome.counter_values));
     }
+    let upstream = match (&count_url, upstream_before) {
+        (Some(url), Some(before)) => Some((before, url.total()?)),
+        _ => None,
+    };
+    let cache = outcome.cache;
+    let relayed = plan.mix.kinds().any(|k| k == Kind::Relay);
+    if relayed && cache.get(XCache::None) > 0 {
+        problems.push(format!(
+            "{} relay answers had no X-Cache header (is the server started with --relay-upstream?)",
+            cache.get(XCache::None)
+        ));
+    }
 
     let completed: u64 = outcome.stats.values().map(|s| s.count()).sum();
     let errors: u64 = outcome.stats.values().map(|s| s.error_count()).sum();
@@ -216,6 +259,15 @@ fn run(a: Args) -> Result<bool, String> {
             outcome.counter_values.len()
         ));
     }
+    if relayed {
+        text.push_str(&format!("\nrelay: {}", cache.line()));
+    }
+    if let Some((before, after)) = upstream {
+        text.push_str(&format!(
+            "\nupstream: {} requests during the run (total {before} before, {after} after)",
+            after.saturating_sub(before)
+        ));
+    }
     for p in &problems {
         text.push_str(&format!("\nCHECK FAILED: {p}"));
     }
@@ -232,11 +284,14 @@ fn run(a: Args) -> Result<bool, String> {
 `--rate-limits off` (or limits sized for it, with --source-ips for per-IP keys)"
         ));
     }
-    if a.scenario.is_some() && problems.is_empty() {
-        text.push_str(&format!(
-            "\nscenario {}: server state verified exactly",
-            a.scenario.as_deref().unwrap_or("")
-        ));
+    match a.scenario.as_deref() {
+        Some(name @ ("1mrc" | "counter")) if problems.is_empty() => {
+            text.push_str(&format!("\nscenario {name}: server state verified exactly"));
+        }
+        Some("relay") if problems.is_empty() => {
+            text.push_str("\nscenario relay: every answer carried X-Cache");
+        }
+        _ => {}
     }
 
     let doc = json!({
@@ -253,6 +308,8 @@ fn run(a: Args) -> Result<bool, String> {
         "per_second": outcome.per_second,
         "scenario": a.scenario,
         "checks_failed": problems,
+        "x_cache": relayed.then(|| cache.json()),
+        "upstream_requests": upstream.map(|(before, after)| after.saturating_sub(before)),
     });
     report::emit(&text, &doc, a.json.as_deref())?;
     Ok(errors == 0 && problems.is_empty())

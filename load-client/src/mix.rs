@@ -5,6 +5,7 @@
 //! use unique names and unique bytes, so their expected status is always the
 //! "created" one.
 
+use crate::relay::Keys;
 use crate::Rng;
 use md5::{Digest, Md5};
 use std::fmt::Write as _;
@@ -19,10 +20,11 @@ pub enum Kind {
     Counter,
     Health,
     GetSample,
+    Relay,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 8] = [
+    pub const ALL: [Kind; 9] = [
         Kind::Create,
         Kind::Login,
         Kind::Sample,
@@ -31,6 +33,7 @@ impl Kind {
         Kind::Counter,
         Kind::Health,
         Kind::GetSample,
+        Kind::Relay,
     ];
 
     pub fn name(self) -> &'static str {
@@ -43,6 +46,7 @@ impl Kind {
             Kind::Counter => "counter",
             Kind::Health => "health",
             Kind::GetSample => "get-sample",
+            Kind::Relay => "relay",
         }
     }
 
@@ -130,6 +134,8 @@ pub enum Check {
     CounterValue,
     /// `{"id": <this>, ...}`
     SampleId(i64),
+    /// A body of exactly this many bytes.
+    Len(usize),
     /// Any body.
     Any,
 }
@@ -151,6 +157,13 @@ impl Expect {
             || serde_json::from_slice::<serde_json::Value>(body).map_err(|_| "body is not JSON".to_string());
         match &self.check {
             Check::Any => Ok(None),
+            Check::Len(n) => {
+                if body.len() == *n {
+                    Ok(None)
+                } else {
+                    Err(format!("body of {} bytes, expected {n}", body.len()))
+                }
+            }
             Check::Body(b) => {
                 if body == *b {
                     Ok(None)
@@ -196,6 +209,10 @@ pub struct Gen<'a> {
     /// For the 1mrc scenario: events follow the global sequence number
     /// (user_{seq % users}, value seq % 1000) instead of random draws.
     pub sequential_events: Option<u64>,
+    /// What relay requests ask for.
+    relay: &'a Keys,
+    /// The relay target being built, reused so a relay request allocates nothing.
+    path: String,
     n: u64,
 }
 
@@ -217,6 +234,7 @@ impl<'a> Gen<'a> {
         seed: u64,
         thread: usize,
         sequential_events: Option<u64>,
+        relay: &'a Keys,
     ) -> Self {
         Gen {
             fixture,
@@ -224,6 +242,8 @@ impl<'a> Gen<'a> {
             rng: Rng::new(seed ^ ((thread as u64 + 1) * 0x1000_0001)),
             thread,
             sequential_events,
+            relay,
+            path: String::new(),
             n: 0,
         }
     }
@@ -236,11 +256,13 @@ impl<'a> Gen<'a> {
     /// Appends one request of `kind` to `out`; `seq` is its global sequence number.
     pub fn build(&mut self, kind: Kind, seq: u64, out: &mut Vec<u8>) -> Expect {
         self.n += 1;
-        let unique = format!("{}-{}-{}", self.fixture.run, self.thread, self.n);
+        // Made only by the kinds that need it: the others allocate nothing here.
+        let (fixture, thread, n) = (self.fixture, self.thread, self.n);
+        let unique = || format!("{}-{thread}-{n}", fixture.run);
         let host = self.host;
         let (status, check) = match kind {
             Kind::Create => {
-                let name = format!("lc{}", hex(&Md5::digest(unique.as_bytes()))[..24].to_owned());
+                let name = format!("lc{}", hex(&Md5::digest(unique().as_bytes()))[..24].to_owned());
                 let body = format!(
                     r#"{{"username":"{name}","password":"{PASSWORD}","email":"{name}@example.org"}}"#
                 );
@@ -255,7 +277,7 @@ impl<'a> Gen<'a> {
                 (200, Check::ApiKey)
             }
             Kind::Sample => {
-                let md5 = hex(&Md5::digest(unique.as_bytes()));
+                let md5 = hex(&Md5::digest(unique().as_bytes()));
                 let body = sample_body(&md5);
                 let auth = self.token();
                 crate::http::encode(
@@ -270,6 +292,7 @@ impl<'a> Gen<'a> {
             }
             Kind::File => {
                 let mut body = vec![b'.'; 1024];
+                let unique = unique();
                 let tag = unique.as_bytes();
                 body[..tag.len().min(1024)].copy_from_slice(&tag[..tag.len().min(1024)]);
                 let md5 = hex(&Md5::digest(&body));
@@ -317,6 +340,12 @@ impl<'a> Gen<'a> {
                     b"",
                 );
                 (200, Check::SampleId(id))
+            }
+            Kind::Relay => {
+                self.relay.path_into(seq, &mut self.path);
+                crate::http::encode(out, "GET", &self.path, host, &[], b"");
+                let size = usize::try_from(self.relay.size).unwrap_or(usize::MAX);
+                (200, Check::Len(size))
             }
         };
         Expect { kind, status, check }
