@@ -5,6 +5,7 @@
 #   make cluster [N=3] / cluster-stop           N instances behind HAProxy on one PostgreSQL (see README)
 #   make fuzz [FUZZ_SECS=300]                   the parser's and decoder's property tests, many cases, for a set time
 #   make test-stress [RUNS=3]                   the same while every CPU is kept busy by busy loops
+#   make drills / soak                          reliability and security drills, one table (soak: 10 minutes)
 #   make bench / bench-health / bench-relay     benchmarks (server on CPU 1, load on CPU 0)
 #   make db / db-stop                           start or stop the project-local cluster (.pg/)
 #   make lint                                   rustfmt check + clippy with warnings denied
@@ -16,7 +17,8 @@ CARGO ?= cargo
 
 RUNS ?= 3
 
-.PHONY: run build test test-api fuzz cluster cluster-stop cluster-reload test-stress lint fmt db db-stop bench bench-health bench-upload bench-relay clean-db
+PHONY_DRILLS := drills soak
+.PHONY: $(PHONY_DRILLS) run build test test-api fuzz cluster cluster-stop cluster-reload test-stress lint fmt db db-stop bench bench-health bench-upload bench-relay clean-db
 
 build:
 	$(CARGO) build --release --workspace
@@ -42,6 +44,12 @@ cluster-stop:
 
 cluster-reload:
 	scripts/cluster.sh reload
+
+drills:
+	scripts/drills.sh
+
+soak:
+	DRILL_SOAK_SECS=$${DRILL_SOAK_SECS:-600} ONLY=soak scripts/drills.sh
 
 test-stress:
 	CARGO=$(CARGO) scripts/test-stress.sh $(RUNS)
