@@ -7,7 +7,7 @@
 //! close) and the shutdown sequence: stop accepting, close idle connections, wait
 //! for busy ones up to the grace period, then close the task queue.
 
-use super::conn::{Conn, Phase};
+use super::conn::{Conn, Phase, LINGER};
 use super::io::{is_interrupted, would_block, Io};
 use super::registry::{LISTENER, WAKE};
 use super::shared::Shared;
@@ -120,11 +120,14 @@ pub(crate) fn run(shared: Arc<Shared>, listener: TcpListener, mut poll: Poll) {
             }
             let draining = draining_since.is_some();
             reg.take_where(
-                |c| {
-                    c.deadline <= now
-                        || (draining && matches!(c.phase, Phase::Idle | Phase::Closing) && !c.wants_write())
+                |c| c.deadline <= now || (draining && matches!(c.phase, Phase::Idle) && !c.wants_write()),
+                |conn| {
+                    if conn.deadline <= now {
+                        expire(&shared, conn, now, &mut date, &mut scratch)
+                    } else {
+                        linger(&shared, conn, now)
+                    }
                 },
-                |conn| expire(&shared, conn, now, &mut date, &mut scratch),
             );
         }
 
@@ -209,7 +212,23 @@ fn refuse(mut sock: TcpStream, err: &Error, date: &mut DateCache, scratch: &mut 
     let _ = sock.shutdown(Shutdown::Write);
 }
 
-/// A parked connection ran out of time (or shutdown wants it gone).
+/// Closes an idle connection at shutdown without resetting it: our side is shut
+/// at once (the client reads EOF), and what the client may have sent meanwhile
+/// (a next request racing the close) is read and dropped until its EOF or
+/// `LINGER`. Closing it outright with unread bytes would send a reset.
+fn linger(shared: &Shared, mut conn: Box<Conn>, now: Instant) {
+    conn.start_closing();
+    if conn.io.shutdown_and_drain() {
+        return;
+    }
+    conn.deadline = now + LINGER;
+    if let Some(conn) = shared.registry.park(conn) {
+        // Bytes came while we held it: a worker drains it (a closed queue drops it).
+        let _ = shared.enqueue(conn);
+    }
+}
+
+/// A parked connection ran out of time.
 fn expire(shared: &Shared, conn: Box<Conn>, now: Instant, date: &mut DateCache, scratch: &mut Vec<u8>) {
     if let Phase::Reading { .. } | Phase::Uploading(_) = conn.phase {
         if conn.deadline <= now && !conn.io.has_pending() {
