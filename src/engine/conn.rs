@@ -208,6 +208,10 @@ impl Parked for Conn {
     fn note_peer_closed(&mut self) {
         self.io.peer_closed = true;
     }
+
+    fn deadline(&self) -> Instant {
+        self.deadline
+    }
 }
 
 impl Drop for Conn {

@@ -119,7 +119,10 @@ pub(crate) fn run(shared: Arc<Shared>, listener: TcpListener, mut poll: Poll) {
                 backlog_left = !accept_all(&shared, l, &mut date, &mut scratch);
             }
             let draining = draining_since.is_some();
+            // Only the connections that are due, unless shutdown wants the idle
+            // ones too.
             reg.take_where(
+                (!draining).then_some(now),
                 |c| c.deadline <= now || (draining && matches!(c.phase, Phase::Idle) && !c.wants_write()),
                 |conn| {
                     if conn.deadline <= now {
@@ -133,7 +136,7 @@ pub(crate) fn run(shared: Arc<Shared>, listener: TcpListener, mut poll: Poll) {
 
         if let Some(since) = draining_since {
             if reg.active() == 0 || since.elapsed() >= cfg.shutdown_grace {
-                reg.take_where(|_| true, drop);
+                reg.take_where(None, |_| true, drop);
                 for conn in shared.gate.drain_parked() {
                     drop(conn);
                 }
