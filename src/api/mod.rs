@@ -176,7 +176,7 @@ impl Api {
                     ..Reply::json(200)
                 })
             }
-            Route::Relay => relay::answer(req, out),
+            Route::Relay => relay::answer(req),
             Route::AdminPage => admin::page(out),
             Route::AdminStats => admin::stats(st, req, out),
             Route::AdminBreakers => admin::breakers(st, req, out),
@@ -210,7 +210,7 @@ impl Api {
 
     /// A relayed request (`Wait::Fetch`) that has not been given anything yet:
     /// what the cache has for it now, or the ticket to wait with.
-    pub fn relay_lookup(&self, req: &Request<'_>, request_id: &str) -> Result<Looked, Error> {
+    pub fn relay_lookup(&self, req: &Request<'_>, request_id: &[u8]) -> Result<Looked, Error> {
         relay::lookup(&self.state, req, request_id)
     }
 

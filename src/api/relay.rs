@@ -18,23 +18,26 @@ pub(crate) struct Ticket {
     pub(super) request_id: Box<str>,
 }
 
-/// The target of a relayed request (path and query after `/relay`), checked.
+/// The target of a relayed request (path and query after `/relay`, as sent),
+/// checked. One UTF-8 check for the whole of it: the head parser's spans of
+/// the path and the query are contiguous in the request line.
 fn target_of<'r>(req: &'r Request<'_>) -> Result<&'r str, Error> {
-    let full = req.head.path.str(req.buf);
-    let path = full.strip_prefix("/relay").unwrap_or("");
-    let query = req.head.query.map(|q| q.str(req.buf));
+    let start = req.head.path.start as usize + "/relay".len();
+    let path_end = req.head.path.end as usize;
+    let end = req.head.query.map_or(path_end, |q| q.end as usize);
+    let target = req
+        .buf
+        .get(start..end)
+        .and_then(|t| std::str::from_utf8(t).ok())
+        .ok_or_else(|| ApiError::Invalid("malformed relay path".into()))?;
+    let (path, query) = target.split_at(path_end.saturating_sub(start).min(target.len()));
+    let query = query.strip_prefix('?');
     target::check(path, query).map_err(|why| {
         ApiError::Invalid(match why {
             Refused::Escapes => "the relay path may not leave the upstream's base path".into(),
             Refused::Malformed => "malformed relay path".into(),
         })
     })?;
-    // The target is the path and query as sent, `/relay` dropped: the path and
-    // the query are contiguous in the request line.
-    let start = req.head.path.start as usize + "/relay".len();
-    let end = req.head.query.map_or(req.head.path.end, |q| q.end) as usize;
-    let target = std::str::from_utf8(&req.buf[start..end])
-        .map_err(|_| ApiError::Invalid("malformed relay path".into()))?;
     Ok(if target.is_empty() { "/" } else { target })
 }
 
@@ -44,20 +47,20 @@ pub enum Looked {
 }
 
 /// Answers from the cache at once when it can; otherwise the ticket to wait with.
-pub fn lookup(st: &State, req: &Request<'_>, request_id: &str) -> Result<Looked, Error> {
+pub fn lookup(st: &State, req: &Request<'_>, request_id: &[u8]) -> Result<Looked, Error> {
     let relay = st.relay.as_ref().ok_or(ApiError::NotFound)?;
     let target = target_of(req)?;
     Ok(match relay.lookup(target, request_id) {
         Lookup::Ready(fetched) => Looked::Ready(fetched),
         Lookup::Wait => Looked::Wait(Ticket {
             key: target.into(),
-            request_id: request_id.into(),
+            request_id: String::from_utf8_lossy(request_id).into(),
         }),
     })
 }
 
 /// The reply to a relayed request, from what it was given.
-pub fn answer(req: &Request<'_>, out: &mut Vec<u8>) -> Result<Reply, Error> {
+pub fn answer(req: &Request<'_>) -> Result<Reply, Error> {
     let fetched = req
         .fetched
         .as_ref()
@@ -68,22 +71,18 @@ pub fn answer(req: &Request<'_>, out: &mut Vec<u8>) -> Result<Reply, Error> {
         Err(RelayError::Timeout) => return Err(ApiError::GatewayTimeout.into()),
         Err(RelayError::Unavailable(after)) => return Err(ApiError::UpstreamUnavailable(*after).into()),
     };
-    let head = UpstreamHead {
-        lines: Arc::clone(&entry.lines),
-        age: entry.age(now_ms()),
-        cache: fetched.cache.as_str(),
-    };
     let not_modified = matches!(entry.status, 200 | 203)
         && match (req.head.if_none_match, &entry.etag) {
             (Some(inm), Some(etag)) => etag_matches(inm.str(req.buf), etag),
             _ => false,
         };
-    let status = if not_modified {
-        304
-    } else {
-        out.extend_from_slice(&entry.body);
-        entry.status
+    let head = UpstreamHead {
+        lines: Arc::clone(&entry.lines),
+        age: entry.age(now_ms()),
+        cache: fetched.cache.as_str(),
+        body: (!not_modified).then(|| Arc::clone(&entry.body)),
     };
+    let status = if not_modified { 304 } else { entry.status };
     Ok(Reply {
         cache_control: None,
         upstream: Some(head),

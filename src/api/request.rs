@@ -84,6 +84,9 @@ pub struct UpstreamHead {
     pub age: u64,
     /// `X-Cache`.
     pub cache: &'static str,
+    /// The body, shared with the cache entry (none for a 304): encoded from
+    /// there, not copied into the handler's buffer first.
+    pub body: Option<Arc<[u8]>>,
 }
 
 impl Reply {

@@ -280,7 +280,7 @@ impl Dispatcher {
                             req.fetched = Some(fetched);
                             None
                         }
-                        (Wait::Fetch, _) => match self.api.relay_lookup(&req, self.meta.id.as_str()) {
+                        (Wait::Fetch, _) => match self.api.relay_lookup(&req, self.meta.id.as_bytes()) {
                             Ok(Looked::Ready(fetched)) => {
                                 req.fetched = Some(fetched);
                                 None
@@ -423,7 +423,10 @@ impl Dispatcher {
                 // A JSON body big enough to be worth it varies with Accept-Encoding,
                 // and is gzipped when the client accepts that (never a file or a
                 // body-less status).
-                let mut body: &[u8] = &self.body;
+                let mut body: &[u8] = match reply.upstream.as_ref().and_then(|u| u.body.as_deref()) {
+                    Some(relayed) => relayed,
+                    None => &self.body,
+                };
                 // (The length first: most bodies are small, and then nothing else
                 // is looked at.)
                 if worth_compressing(min, body.len())

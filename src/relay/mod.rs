@@ -197,7 +197,7 @@ impl Relay {
     /// What a request for `target` (path and query after `/relay`) gets without
     /// waiting: a fresh entry, a stale one it may serve (then one refresh starts
     /// in the background), or nothing.
-    pub fn lookup(&self, target: &str, request_id: &str) -> Lookup {
+    pub fn lookup(&self, target: &str, request_id: &[u8]) -> Lookup {
         let Some(entry) = self.memory.get(target) else {
             return Lookup::Wait;
         };
@@ -232,9 +232,9 @@ impl Relay {
     }
 
     /// Starts a background refresh of `target`, unless a flight is in the air.
-    fn refresh(&self, target: &str, request_id: &str) {
+    fn refresh(&self, target: &str, request_id: &[u8]) {
         if self.flights.join(target.into(), None) {
-            self.launch(target, request_id);
+            self.launch(target, &String::from_utf8_lossy(request_id));
         }
     }
 

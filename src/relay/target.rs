@@ -29,20 +29,18 @@ pub fn check(path: &str, query: Option<&str>) -> Result<(), Refused> {
     if rest.is_empty() {
         return Ok(());
     }
-    for segment in rest.split('/') {
-        if segment.is_empty() || segment == "." || segment == ".." {
+    for segment in rest.as_bytes().split(|&b| b == b'/') {
+        if matches!(segment, b"" | b"." | b"..") {
             return Err(Refused::Escapes);
         }
-        let bytes = segment.as_bytes();
-        for (i, &b) in bytes.iter().enumerate() {
+        for (i, &b) in segment.iter().enumerate() {
             match b {
                 b'\\' => return Err(Refused::Escapes),
                 b'#' | b'?' => return Err(Refused::Malformed),
                 b'%' => {
-                    let hex = bytes.get(i + 1..i + 3).ok_or(Refused::Malformed)?;
-                    let value = std::str::from_utf8(hex)
-                        .ok()
-                        .and_then(|h| u8::from_str_radix(h, 16).ok())
+                    let value = segment
+                        .get(i + 1..i + 3)
+                        .and_then(|h| Some(hex_digit(h[0])? << 4 | hex_digit(h[1])?))
                         .ok_or(Refused::Malformed)?;
                     if matches!(value, b'.' | b'/' | b'\\' | b'%') || value < 0x20 || value == 0x7f {
                         return Err(Refused::Escapes);
@@ -57,6 +55,15 @@ pub fn check(path: &str, query: Option<&str>) -> Result<(), Refused> {
         return Err(Refused::Malformed);
     }
     Ok(())
+}
+
+fn hex_digit(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
 }
 
 #[cfg(test)]
