@@ -10,6 +10,7 @@ use super::auth::{authenticate, note};
 use super::error::{ApiError, Error};
 use super::request::{Reply, Request};
 use super::state::State;
+use crate::cache::policy::etag_matches;
 use crate::http::error::HttpError;
 use crate::http::parse::Framing;
 use crate::store::files::Upload;
@@ -143,14 +144,6 @@ pub fn finish(st: &State, body: UploadBody, out: &mut Vec<u8>) -> Result<Reply, 
     Ok(Reply::json(if inserted == 1 { 201 } else { 200 }))
 }
 
-/// Whether an If-None-Match value matches the entity tag `"<md5>"`.
-fn etag_matches(if_none_match: &str, etag: &str) -> bool {
-    if_none_match
-        .split(',')
-        .map(str::trim)
-        .any(|t| t == "*" || t == etag || t.strip_prefix("W/") == Some(etag))
-}
-
 /// A stored file never changes (its name is its MD5), but only an authenticated
 /// client may read it: a private cache may keep it and revalidate with its ETag,
 /// a shared one may not keep it.
@@ -226,15 +219,5 @@ mod tests {
         for d in [dir, gif_dir, any_dir] {
             let _ = std::fs::remove_dir_all(d);
         }
-    }
-
-    #[test]
-    fn if_none_match_lists_and_wildcards_match() {
-        let tag = "\"a84c28046b82d832d9d7dac7e740bc65\"";
-        assert!(etag_matches(tag, tag));
-        assert!(etag_matches(&format!("\"x\", {tag}"), tag));
-        assert!(etag_matches("*", tag));
-        assert!(etag_matches(&format!("W/{tag}"), tag));
-        assert!(!etag_matches("\"other\"", tag));
     }
 }
