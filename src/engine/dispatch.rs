@@ -135,10 +135,13 @@ impl Dispatcher {
                     self.meta.id = held.id;
                     self.meta.started = held.started;
                 }
-                None => self
-                    .meta
-                    .id
-                    .assign(head.request_id.map(|id| id.of(rest)), &mut self.ids),
+                None => {
+                    self.meta
+                        .id
+                        .assign(head.request_id.map(|id| id.of(rest)), &mut self.ids);
+                    // (A held request earlier in this pass moved it back.)
+                    self.meta.started = conn.queued_at;
+                }
             }
             self.meta.method = head.method;
             let head_only = head.method == Method::Head;
