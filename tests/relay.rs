@@ -283,8 +283,20 @@ fn upstream_failures_are_502_504_or_relayed_as_they_are() {
     let server = relay(
         &db,
         &upstream,
-        &["--relay-timeout", &timeout_flag, "--breaker-failures", "1000"],
+        &[
+            "--relay-timeout",
+            &timeout_flag,
+            "--breaker-failures",
+            "1000",
+            "--relay-max-body",
+            "4096",
+        ],
     );
+
+    // A body over --relay-max-body: 502, never a truncated answer.
+    let r = get(server.addr, "/relay/big?bytes=10000", "");
+    assert_eq!(r.status, 502, "{}", r.text());
+    assert_eq!(r.json()["error"], "bad_gateway");
 
     // Its own statuses, as they are.
     let r = get(server.addr, "/relay/f?status=404", "");

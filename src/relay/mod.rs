@@ -310,9 +310,11 @@ impl Relay {
                 let got = self
                     .upstream
                     .get(key, etag, last_modified, &job.request_id, "1.1 crudrs");
+                // The upstream's health: gateway statuses, no answer and timeouts
+                // count against it; an answer too large for us does not.
                 match &got {
                     Ok(r) if matches!(r.status, 502..=504) => self.breaker.failure(Instant::now()),
-                    Ok(_) => self.breaker.success(),
+                    Ok(_) | Err(UpstreamError::TooLarge) => self.breaker.success(),
                     Err(_) => self.breaker.failure(Instant::now()),
                 }
                 got.map_err(|e| match e {
