@@ -119,5 +119,13 @@ CREATE UNLOGGED TABLE IF NOT EXISTS http_cache (
     useless_after bigint NOT NULL
 );
 CREATE INDEX IF NOT EXISTS http_cache_useless_after ON http_cache (useless_after);
+-- Which instance is fetching a key that no level holds (single flight across
+-- instances): a lease until `until` (ms since the epoch), released once the
+-- fetched entry is in http_cache (or known not to be stored).
+CREATE UNLOGGED TABLE IF NOT EXISTS http_cache_leases (
+    key    text PRIMARY KEY,
+    holder text NOT NULL,
+    until  bigint NOT NULL
+);
 
 COMMIT;

@@ -429,6 +429,40 @@ fn level_2_is_shared_by_instances_on_one_database() {
 }
 
 #[test]
+fn concurrent_misses_on_two_instances_make_one_upstream_request() {
+    let db = TestDb::new("relay_lease");
+    let upstream = Upstream::start();
+    let a = relay(&db, &upstream, &[]);
+    let b = relay(&db, &upstream, &[]);
+    // The upstream takes 500 ms: the misses on both instances overlap.
+    let clients: Vec<_> = (0..20)
+        .map(|i| {
+            let addr = if i % 2 == 0 { a.addr } else { b.addr };
+            std::thread::spawn(move || get(addr, "/relay/one?max_age=600&delay_ms=500", "").status)
+        })
+        .collect();
+    for c in clients {
+        assert_eq!(c.join().unwrap(), 200);
+    }
+    assert_eq!(upstream.total(), 1, "one upstream request for the whole cluster");
+    // An answer that is not stored does not keep the other instance waiting
+    // for a row that never comes: each instance asks.
+    let started = Instant::now();
+    let clients: Vec<_> = [a.addr, b.addr]
+        .into_iter()
+        .map(|addr| std::thread::spawn(move || get(addr, "/relay/private?private=1&delay_ms=300", "").status))
+        .collect();
+    for c in clients {
+        assert_eq!(c.join().unwrap(), 200);
+    }
+    assert!(
+        started.elapsed() < bound(Duration::from_secs(2)),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
 fn admins_see_and_clear_the_relay_caches() {
     let db = TestDb::new("relay_admin");
     let upstream = Upstream::start();

@@ -152,10 +152,22 @@ pub struct Relay {
     jobs: Arc<Jobs>,
     breaker: Breaker,
     db: Arc<Db>,
-    /// Level-2 writes, done behind the responses by the writer thread.
-    writes: SyncSender<(String, Row)>,
+    /// Level-2 writes, done behind the responses by the writer thread; the
+    /// flag says whether this instance's fetch lease on the key is released
+    /// once the row is in.
+    writes: SyncSender<Write>,
+    /// This process's name on fetch leases (random).
+    holder: String,
+    timeout: Duration,
     pub figures: Figures,
 }
+
+/// A level-2 write: the row's key, the row, and whether to release the fetch
+/// lease once it is in.
+type Write = (String, Row, bool);
+
+/// How often an instance waiting for another's fetch looks for its row.
+const LEASE_POLL: Duration = Duration::from_millis(10);
 
 /// Jobs that may wait for a fetch thread; past this, a miss is answered 503.
 const MAX_QUEUED_FETCHES: usize = 4096;
@@ -169,6 +181,9 @@ impl Relay {
     pub fn start(settings: Settings, db: Arc<Db>) -> Result<Arc<Relay>, String> {
         let jobs = Arc::new(Jobs::new(MAX_QUEUED_FETCHES));
         let (writes, queued) = sync_channel(MAX_QUEUED_WRITES);
+        let mut id = [0u8; 8];
+        getrandom::getrandom(&mut id).map_err(|e| format!("os rng: {e}"))?;
+        let holder: String = id.iter().map(|b| format!("{b:02x}")).collect();
         let relay = Arc::new(Relay {
             upstream: Upstream::new(
                 &settings.upstream,
@@ -184,12 +199,14 @@ impl Relay {
             breaker: Breaker::new("upstream", settings.breaker_failures, settings.breaker_reset),
             db: Arc::clone(&db),
             writes,
+            holder: holder.clone(),
+            timeout: settings.timeout,
             figures: Figures::default(),
         });
         fetch::start(&relay, &jobs, settings.connections, Relay::run)?;
         std::thread::Builder::new()
             .name("relay-l2-writer".into())
-            .spawn(move || write_behind(&db, &queued))
+            .spawn(move || write_behind(&db, &queued, &holder))
             .map_err(|e| format!("cannot start the relay's writer: {e}"))?;
         Ok(relay)
     }
@@ -264,18 +281,62 @@ impl Relay {
             (
                 Fetched::error(RelayError::BadGateway("relay fetch failed".into())),
                 None,
+                false,
             )
         });
-        let (fetched, store) = fetched;
+        let (fetched, store, leased) = fetched;
         self.land(&job.key, &fetched);
-        // Behind the responses: the shared level.
-        if let (Some(entry), Ok(_)) = (store, &fetched.result) {
-            self.write_behind(&job.key, &entry);
+        // Behind the responses: the shared level, then the lease (other
+        // instances waiting on it find the row first).
+        match (store, &fetched.result) {
+            (Some(entry), Ok(_)) => self.write_behind(&job.key, &entry, leased),
+            _ if leased => {
+                let _ = http_cache::release(&self.db, &[&self.shared_key(&job.key)], &self.holder);
+            }
+            _ => {}
         }
     }
 
-    /// Fetches `job.key`: what to answer, and the entry to write to level 2.
-    fn fetch(&self, job: &Job) -> (Fetched, Option<Arc<Entry>>) {
+    /// Takes this instance's fetch lease on `key`; a database that is down
+    /// lets every instance fetch on its own.
+    fn take_lease(&self, key: &str, now: u64) -> bool {
+        let until = now + self.timeout.as_millis() as u64;
+        http_cache::lease(
+            &self.db,
+            &self.shared_key(key),
+            &self.holder,
+            now as i64,
+            until as i64,
+        )
+        .unwrap_or(true)
+    }
+
+    /// Waits while another instance fetches `key` (it holds the lease), for its
+    /// level-2 row; `None` when the lease ends without one (the answer was not
+    /// stored, or its holder died) or the wait reaches the upstream timeout.
+    fn await_other_instance(&self, key: &str) -> Option<Arc<Entry>> {
+        let give_up = Instant::now() + self.timeout;
+        let shared = self.shared_key(key);
+        while Instant::now() < give_up {
+            std::thread::sleep(LEASE_POLL);
+            let now = now_ms();
+            if let Some(e) = self.read_shared(key, now) {
+                let e = Arc::new(e);
+                if usable(&e, now) == Some(Freshness::Fresh) {
+                    self.memory.insert(key, Arc::clone(&e));
+                    return Some(e);
+                }
+            }
+            if !http_cache::leased(&self.db, &shared, now as i64).unwrap_or(false) {
+                return None;
+            }
+        }
+        None
+    }
+
+    /// Fetches `job.key`: what to answer, the entry to write to level 2, and
+    /// whether this instance took the key's fetch lease.
+    fn fetch(&self, job: &Job) -> (Fetched, Option<Arc<Entry>>, bool) {
         let key = &*job.key;
         let now = now_ms();
         // The flight may have started just after another landed and filled it.
@@ -285,7 +346,7 @@ impl Relay {
             .filter(|e| usable(e, now) == Some(Freshness::Fresh))
         {
             self.figures.hits.fetch_add(1, Relaxed);
-            return (Fetched::entry(Arc::clone(e), XCache::Hit), None);
+            return (Fetched::entry(Arc::clone(e), XCache::Hit), None, false);
         }
         if stale.is_none() {
             if let Some(e) = self.read_shared(key, now) {
@@ -294,11 +355,32 @@ impl Relay {
                 if usable(&e, now) == Some(Freshness::Fresh) {
                     self.figures.hits.fetch_add(1, Relaxed);
                     self.figures.shared_hits.fetch_add(1, Relaxed);
-                    return (Fetched::entry(e, XCache::Hit), None);
+                    return (Fetched::entry(e, XCache::Hit), None, false);
                 }
                 stale = Some(e);
             }
         }
+        // Nothing at either level: one instance of the cluster asks the
+        // upstream, the others wait for its row.
+        let mut leased = false;
+        if stale.is_none() {
+            leased = self.take_lease(key, now);
+            if !leased {
+                if let Some(e) = self.await_other_instance(key) {
+                    self.figures.hits.fetch_add(1, Relaxed);
+                    self.figures.shared_hits.fetch_add(1, Relaxed);
+                    return (Fetched::entry(e, XCache::Hit), None, false);
+                }
+            }
+        }
+        let (fetched, store) = self.ask_upstream(job, stale);
+        (fetched, store, leased)
+    }
+
+    /// Asks the upstream for `job.key` (conditionally when a stale entry has
+    /// validators): what to answer, and the entry to write to level 2.
+    fn ask_upstream(&self, job: &Job, stale: Option<Arc<Entry>>) -> (Fetched, Option<Arc<Entry>>) {
+        let key = &*job.key;
         let validators = stale
             .as_ref()
             .map(|e| (e.etag.as_deref(), e.last_modified.as_deref()));
@@ -411,7 +493,7 @@ impl Relay {
     }
 
     /// Queues `entry` for level 2; a full queue drops it (counted).
-    fn write_behind(&self, key: &str, entry: &Entry) {
+    fn write_behind(&self, key: &str, entry: &Entry, release: bool) {
         let Some(life) = entry.life else { return };
         let row = Row {
             status: entry.status,
@@ -424,7 +506,7 @@ impl Relay {
             sie: life.stale_if_error as i64,
             useless_after: life.useless_after() as i64,
         };
-        match self.writes.try_send((self.shared_key(key), row)) {
+        match self.writes.try_send((self.shared_key(key), row, release)) {
             Ok(()) => {
                 self.figures.shared_writes.fetch_add(1, Relaxed);
             }
@@ -484,27 +566,33 @@ fn parse_lines(lines: &[u8]) -> Vec<(String, String)> {
         .collect()
 }
 
-/// The level-2 writer: batches queued rows into one transaction, and purges
-/// useless rows once a minute. Ends when the relay is gone.
-fn write_behind(db: &Db, queued: &Receiver<(String, Row)>) {
+/// The level-2 writer: batches queued rows into one transaction, then gives
+/// back the fetch leases of their keys, and purges useless rows (and leases)
+/// once a minute. Ends when the relay is gone.
+fn write_behind(db: &Db, queued: &Receiver<Write>, holder: &str) {
     const BATCH: usize = 64;
     let mut last_purge = Instant::now();
     loop {
         let first = match queued.recv_timeout(Duration::from_secs(10)) {
-            Ok(row) => Some(row),
+            Ok(write) => Some(write),
             Err(std::sync::mpsc::RecvTimeoutError::Timeout) => None,
             Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
         };
-        let mut batch: Vec<(String, Row)> = first.into_iter().collect();
+        let mut batch: Vec<Write> = first.into_iter().collect();
         while batch.len() < BATCH {
             match queued.try_recv() {
-                Ok(row) => batch.push(row),
+                Ok(write) => batch.push(write),
                 Err(_) => break,
             }
         }
         if !batch.is_empty() {
-            if let Err(e) = http_cache::put(db, &batch) {
-                tracing::warn!("relay level-2 write of {} entries failed: {e}", batch.len());
+            let rows: Vec<(String, Row)> = batch.iter().map(|(k, r, _)| (k.clone(), r.clone())).collect();
+            if let Err(e) = http_cache::put(db, &rows) {
+                tracing::warn!("relay level-2 write of {} entries failed: {e}", rows.len());
+            }
+            let leased: Vec<&str> = batch.iter().filter(|w| w.2).map(|w| w.0.as_str()).collect();
+            if !leased.is_empty() {
+                let _ = http_cache::release(db, &leased, holder);
             }
         }
         if last_purge.elapsed() >= Duration::from_secs(60) {

@@ -81,9 +81,56 @@ pub fn put(db: &Db, rows: &[(String, Row)]) -> Result<(), DbError> {
     tx.commit().map_err(|e| db.failed(e))
 }
 
+/// Takes the fetch lease on `key` for `holder` until `until` (ms), unless another
+/// holder's lease is still running at `now_ms`. True when taken.
+pub fn lease(db: &Db, key: &str, holder: &str, now_ms: i64, until: i64) -> Result<bool, DbError> {
+    let mut pooled = db.get()?;
+    let taken = pooled
+        .client
+        .query_opt(
+            "INSERT INTO http_cache_leases (key, holder, until) VALUES ($1, $2, $3) \
+             ON CONFLICT (key) DO UPDATE SET holder = EXCLUDED.holder, until = EXCLUDED.until \
+             WHERE http_cache_leases.until <= $4 OR http_cache_leases.holder = EXCLUDED.holder \
+             RETURNING holder",
+            &[&key, &holder, &until, &now_ms],
+        )
+        .map_err(|e| db.failed(e))?;
+    Ok(taken.is_some())
+}
+
+/// Whether someone holds a running lease on `key` at `now_ms`.
+pub fn leased(db: &Db, key: &str, now_ms: i64) -> Result<bool, DbError> {
+    let mut pooled = db.get()?;
+    let row = pooled
+        .client
+        .query_opt(
+            "SELECT 1 FROM http_cache_leases WHERE key = $1 AND until > $2",
+            &[&key, &now_ms],
+        )
+        .map_err(|e| db.failed(e))?;
+    Ok(row.is_some())
+}
+
+/// Gives back `holder`'s leases on `keys`.
+pub fn release(db: &Db, keys: &[&str], holder: &str) -> Result<(), DbError> {
+    let mut pooled = db.get()?;
+    pooled
+        .client
+        .execute(
+            "DELETE FROM http_cache_leases WHERE key = ANY($1) AND holder = $2",
+            &[&keys, &holder],
+        )
+        .map(|_| ())
+        .map_err(|e| db.failed(e))
+}
+
 /// Deletes rows useless at `now_ms`; how many.
 pub fn purge(db: &Db, now_ms: i64) -> Result<u64, DbError> {
     let mut pooled = db.get()?;
+    pooled
+        .client
+        .execute("DELETE FROM http_cache_leases WHERE until <= $1", &[&now_ms])
+        .map_err(|e| db.failed(e))?;
     pooled
         .client
         .execute("DELETE FROM http_cache WHERE useless_after <= $1", &[&now_ms])
