@@ -7,9 +7,11 @@
 //! [`Relay::lookup`]: a fresh entry (or a stale one it may serve) is answered at
 //! once; otherwise the connection itself joins the key's flight through
 //! [`Relay::wait`] with a `Resume` callback, and a fetch thread (`fetch`) runs
-//! the flight: level 2, then the upstream behind its circuit breaker. When the
-//! flight lands every waiter is resumed with the same [`Fetched`]; level 2 is
-//! written after that, off the response's path.
+//! the flight: level 2, then (holding the key's fetch lease, so that one
+//! instance of the cluster asks while the others wait for its row) the
+//! upstream behind its circuit breaker. When the flight lands every waiter is
+//! resumed with the same [`Fetched`]; level 2 is written after that, off the
+//! response's path, and the lease released once the row is in.
 //!
 //! Invariants: one upstream request per key at a time (the flight); every
 //! waiter is resumed exactly once, with an answer or an error, within the
