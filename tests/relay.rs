@@ -101,6 +101,11 @@ fn a_miss_then_hits_with_age_via_and_request_id_and_no_hop_by_hop_fields() {
     assert_eq!(not_modified.status, 304);
     assert_eq!(x_cache(&not_modified), "HIT");
     assert_eq!(not_modified.header("etag"), Some(etag.as_str()));
+    assert_eq!(not_modified.header("cache-control"), Some("max-age=60"));
+    assert!(
+        not_modified.header("content-type").is_none(),
+        "a 304 carries no representation metadata"
+    );
     assert!(not_modified.body.is_empty());
     assert_eq!(upstream.count("/base/items/2?max_age=60&etag=1"), 1);
 }

@@ -77,7 +77,11 @@ pub fn answer(req: &Request<'_>) -> Result<Reply, Error> {
             _ => false,
         };
     let head = UpstreamHead {
-        lines: Arc::clone(&entry.lines),
+        lines: Arc::clone(if not_modified {
+            &entry.lines_304
+        } else {
+            &entry.lines
+        }),
         age: entry.age(now_ms()),
         cache: fetched.cache.as_str(),
         body: (!not_modified).then(|| Arc::clone(&entry.body)),

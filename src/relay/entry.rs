@@ -26,6 +26,10 @@ pub struct Entry {
     pub headers: Box<[(Box<str>, Box<str>)]>,
     /// The same fields as header text, ready to append to a response head.
     pub lines: Arc<[u8]>,
+    /// The fields of a 304 made from this entry: without the representation's
+    /// metadata (`Content-Type`, `Content-Encoding`, `Content-Language`), which
+    /// a 304 should not carry (RFC 9110 §15.4.5).
+    pub lines_304: Arc<[u8]>,
     pub body: Arc<[u8]>,
     pub etag: Option<Box<str>>,
     pub last_modified: Option<Box<str>>,
@@ -36,7 +40,7 @@ pub struct Entry {
 
 impl Weigh for Entry {
     fn weight(&self) -> u64 {
-        (self.lines.len() * 2 + self.body.len() + 128) as u64
+        (self.lines.len() * 2 + self.lines_304.len() + self.body.len() + 128) as u64
     }
 }
 
@@ -113,13 +117,22 @@ impl Entry {
         body: Arc<[u8]>,
         life: Option<Lifetime>,
     ) -> Entry {
-        let mut lines = Vec::new();
-        for (name, value) in &headers {
-            lines.extend_from_slice(b"\r\n");
-            lines.extend_from_slice(name.as_bytes());
-            lines.extend_from_slice(b": ");
-            lines.extend_from_slice(value.as_bytes());
-        }
+        let render = |keep: &dyn Fn(&str) -> bool| {
+            let mut lines = Vec::new();
+            for (name, value) in headers.iter().filter(|(n, _)| keep(n)) {
+                lines.extend_from_slice(b"\r\n");
+                lines.extend_from_slice(name.as_bytes());
+                lines.extend_from_slice(b": ");
+                lines.extend_from_slice(value.as_bytes());
+            }
+            lines
+        };
+        let lines = render(&|_| true);
+        let lines_304 = render(&|name| {
+            !["content-type", "content-encoding", "content-language"]
+                .iter()
+                .any(|m| name.eq_ignore_ascii_case(m))
+        });
         let find = |wanted: &str| {
             headers
                 .iter()
@@ -131,6 +144,7 @@ impl Entry {
             etag: find("etag"),
             last_modified: find("last-modified"),
             lines: lines.into(),
+            lines_304: lines_304.into(),
             headers: headers.into(),
             body,
             life,
@@ -269,6 +283,23 @@ mod tests {
         let text = std::str::from_utf8(&renewed.lines).unwrap();
         assert!(
             text.contains("ETag: \"v1\"") && text.contains("max-age=30") && !text.contains("max-age=1\r")
+        );
+    }
+
+    #[test]
+    fn a_304_leaves_out_the_representation_metadata() {
+        let e = Entry::new(
+            received(&[
+                ("Content-Type", "application/json"),
+                ("ETag", "\"v1\""),
+                ("Cache-Control", "max-age=9"),
+            ]),
+            &DEFAULTS,
+            0,
+        );
+        assert_eq!(
+            std::str::from_utf8(&e.lines_304).unwrap(),
+            "\r\nETag: \"v1\"\r\nCache-Control: max-age=9"
         );
     }
 
