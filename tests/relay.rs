@@ -10,6 +10,11 @@ use common::*;
 use std::io::Write;
 use std::time::{Duration, Instant};
 
+/// An upstream where nothing listens: port 1 is below the ephemeral range, so no
+/// server of a test running in parallel can be there (a port freed by another
+/// listener could be taken by one meanwhile).
+const DEAD_UPSTREAM: &str = "http://127.0.0.1:1";
+
 fn relay(db: &TestDb, upstream: &Upstream, extra: &[&str]) -> Server {
     let url = upstream.url();
     let mut args = vec!["2", "--relay-upstream", url.as_str()];
@@ -330,11 +335,7 @@ fn upstream_failures_are_502_504_or_relayed_as_they_are() {
     upstream.fail("off");
 
     // Nothing listening: 502.
-    let dead = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap()
-    };
-    let url = format!("http://{dead}");
+    let url = DEAD_UPSTREAM.to_string();
     let orphan = Server::start(&db.url, &["1", "--relay-upstream", &url]);
     let r = get(orphan.addr, "/relay/x", "");
     assert_eq!(r.status, 502, "{}", r.text());
@@ -343,11 +344,7 @@ fn upstream_failures_are_502_504_or_relayed_as_they_are() {
 #[test]
 fn the_upstream_breaker_opens_and_then_fails_fast() {
     let db = TestDb::new("relay_breaker");
-    let dead = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap()
-    };
-    let url = format!("http://{dead}");
+    let url = DEAD_UPSTREAM.to_string();
     let server = Server::start(
         &db.url,
         &[
