@@ -958,9 +958,3 @@ fn drill_security() {
     );
     assert!(pass, "{findings:?}");
 }
-
-fn get_with(addr: SocketAddr, path: &str, headers: &str) -> Response {
-    let mut s = connect(addr);
-    write!(s, "GET {path} HTTP/1.1\r\nHost: t\r\n{headers}\r\n").unwrap();
-    Reader::new(s).next(false).expect("a response")
-}

@@ -19,13 +19,6 @@ fn quota(r: &Response) -> (Option<&str>, Option<&str>) {
     (r.header("ratelimit-policy"), r.header("ratelimit"))
 }
 
-/// GET `path` with extra header lines.
-fn get_with(addr: std::net::SocketAddr, path: &str, headers: &str) -> Response {
-    let mut s = connect(addr);
-    write!(s, "GET {path} HTTP/1.1\r\nHost: t\r\n{headers}\r\n").unwrap();
-    Reader::new(s).next(false).expect("a response")
-}
-
 fn random_token() -> String {
     let mut raw = [0u8; 32];
     std::fs::File::open("/dev/urandom")

@@ -6,7 +6,6 @@
 mod common;
 
 use common::*;
-use std::io::Write;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -22,13 +21,7 @@ fn create(api: &Api, token: &str, md5: &str) -> i64 {
 }
 
 fn get(addr: SocketAddr, path: &str, token: &str, headers: &str) -> Response {
-    let mut s = connect(addr);
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nAuthorization: Bearer {token}\r\n{headers}\r\n"
-    )
-    .unwrap();
-    Reader::new(s).next(false).unwrap()
+    get_with(addr, path, &format!("Authorization: Bearer {token}\r\n{headers}"))
 }
 
 fn reads_figures(api: &Api, key: &str) -> serde_json::Value {

@@ -22,12 +22,7 @@ fn relay(db: &TestDb, upstream: &Upstream, extra: &[&str]) -> Server {
     Server::start(&db.url, &args)
 }
 
-/// GET with extra header lines (each ending in CRLF).
-fn get(addr: std::net::SocketAddr, path: &str, headers: &str) -> Response {
-    let mut s = connect(addr);
-    write!(s, "GET {path} HTTP/1.1\r\nHost: t\r\n{headers}\r\n").unwrap();
-    Reader::new(s).next(false).expect("a response")
-}
+use common::get_with as get;
 
 fn x_cache(r: &Response) -> &str {
     r.header("x-cache").unwrap_or("none")

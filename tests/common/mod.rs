@@ -338,6 +338,13 @@ pub fn exchange(addr: SocketAddr, raw: &[u8]) -> (Vec<Response>, bool) {
     (all, r.closed)
 }
 
+/// GET `path` on a new connection, with extra header lines (each ending in CRLF).
+pub fn get_with(addr: SocketAddr, path: &str, headers: &str) -> Response {
+    let mut s = connect(addr);
+    write!(s, "GET {path} HTTP/1.1\r\nHost: t\r\n{headers}\r\n").unwrap();
+    Reader::new(s).next(false).expect("a response")
+}
+
 /// A small JSON client over one keep-alive connection per call.
 pub struct Api {
     pub addr: SocketAddr,
