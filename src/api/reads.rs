@@ -17,6 +17,7 @@
 
 use crate::cache::memory::{Counts, MemoryCache, Weigh};
 use crate::cache::policy::etag_matches;
+use crate::store::hex::encode_hex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -151,14 +152,7 @@ impl Reads {
 /// A strong validator of `body`: the first 64 bits of its MD5, quoted.
 pub fn etag_of(body: &[u8]) -> String {
     use md5::{Digest, Md5};
-    let digest = Md5::digest(body);
-    let mut tag = String::with_capacity(18);
-    tag.push('"');
-    for b in &digest[..8] {
-        tag.push_str(&format!("{b:02x}"));
-    }
-    tag.push('"');
-    tag
+    format!("\"{}\"", encode_hex(&Md5::digest(body)[..8]))
 }
 
 /// Whether the request's `If-None-Match` matches `read`.

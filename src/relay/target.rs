@@ -8,6 +8,8 @@
 //! appended to the base URL byte for byte, and is also the cache key.
 //! Invariant: the upstream URL always starts with the configured base path.
 
+use crate::store::hex::decode_hex;
+
 /// Why a relay target was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refused {
@@ -38,10 +40,12 @@ pub fn check(path: &str, query: Option<&str>) -> Result<(), Refused> {
                 b'\\' => return Err(Refused::Escapes),
                 b'#' | b'?' => return Err(Refused::Malformed),
                 b'%' => {
-                    let value = segment
+                    let mut value = [0u8];
+                    segment
                         .get(i + 1..i + 3)
-                        .and_then(|h| Some(hex_digit(h[0])? << 4 | hex_digit(h[1])?))
+                        .and_then(|h| decode_hex(h, &mut value))
                         .ok_or(Refused::Malformed)?;
+                    let [value] = value;
                     if matches!(value, b'.' | b'/' | b'\\' | b'%') || value < 0x20 || value == 0x7f {
                         return Err(Refused::Escapes);
                     }
@@ -55,15 +59,6 @@ pub fn check(path: &str, query: Option<&str>) -> Result<(), Refused> {
         return Err(Refused::Malformed);
     }
     Ok(())
-}
-
-fn hex_digit(b: u8) -> Option<u8> {
-    match b {
-        b'0'..=b'9' => Some(b - b'0'),
-        b'a'..=b'f' => Some(b - b'a' + 10),
-        b'A'..=b'F' => Some(b - b'A' + 10),
-        _ => None,
-    }
 }
 
 #[cfg(test)]
