@@ -7,7 +7,7 @@
 use super::error::{ApiError, Error};
 use super::request::{Reply, Request, UpstreamHead};
 use super::state::State;
-use crate::cache::policy::{etag_matches, now_ms};
+use crate::cache::policy::etag_matches;
 use crate::relay::target::{self, Refused};
 use crate::relay::{Fetched, Lookup, RelayError};
 use std::sync::Arc;
@@ -82,7 +82,7 @@ pub fn answer(req: &Request<'_>) -> Result<Reply, Error> {
         } else {
             &entry.lines
         }),
-        age: entry.age(now_ms()),
+        age: fetched.age,
         cache: fetched.cache.as_str(),
         body: (!not_modified).then(|| Arc::clone(&entry.body)),
     };

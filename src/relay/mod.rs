@@ -28,6 +28,7 @@ use crate::cache::flight::Flights;
 use crate::cache::memory::{Counts, MemoryCache};
 use crate::cache::policy::{now_ms, Defaults, Freshness, Lifetime};
 use crate::store::db::Db;
+use crate::store::hex::encode_hex;
 use crate::store::http_cache::{self, Row};
 use crate::traffic::breaker::{Breaker, State as BreakerState};
 use entry::{Entry, Received};
@@ -81,11 +82,19 @@ pub enum RelayError {
 pub struct Fetched {
     pub result: Result<Arc<Entry>, RelayError>,
     pub cache: XCache,
+    /// The entry's `Age` when it was found or fetched, in seconds (the clock
+    /// is read once per answer, where freshness was judged).
+    pub age: u64,
 }
 
 impl Fetched {
     fn entry(entry: Arc<Entry>, cache: XCache) -> Fetched {
+        Fetched::entry_at(entry, cache, now_ms())
+    }
+
+    fn entry_at(entry: Arc<Entry>, cache: XCache, now: u64) -> Fetched {
         Fetched {
+            age: entry.age(now),
             result: Ok(entry),
             cache,
         }
@@ -100,6 +109,7 @@ impl Fetched {
         Fetched {
             result: Err(e),
             cache: XCache::Miss,
+            age: 0,
         }
     }
 }
@@ -185,7 +195,7 @@ impl Relay {
         let (writes, queued) = sync_channel(MAX_QUEUED_WRITES);
         let mut id = [0u8; 8];
         getrandom::getrandom(&mut id).map_err(|e| format!("os rng: {e}"))?;
-        let holder: String = id.iter().map(|b| format!("{b:02x}")).collect();
+        let holder = encode_hex(&id);
         let relay = Arc::new(Relay {
             upstream: Upstream::new(
                 &settings.upstream,
@@ -223,20 +233,21 @@ impl Relay {
         let Some(life) = entry.life else {
             return Lookup::Wait;
         };
-        match life.freshness(now_ms()) {
+        let now = now_ms();
+        match life.freshness(now) {
             Freshness::Fresh => {
                 self.figures.hits.fetch_add(1, Relaxed);
-                Lookup::Ready(Fetched::entry(entry, XCache::Hit))
+                Lookup::Ready(Fetched::entry_at(entry, XCache::Hit, now))
             }
             Freshness::StaleWhileRevalidate => {
                 self.refresh(target, request_id);
                 self.figures.stale.fetch_add(1, Relaxed);
-                Lookup::Ready(Fetched::entry(entry, XCache::Stale))
+                Lookup::Ready(Fetched::entry_at(entry, XCache::Stale, now))
             }
             // The upstream is known to be down: no point waiting for it.
             Freshness::StaleIfError if self.breaker_open() => {
                 self.figures.stale.fetch_add(1, Relaxed);
-                Lookup::Ready(Fetched::entry(entry, XCache::Stale))
+                Lookup::Ready(Fetched::entry_at(entry, XCache::Stale, now))
             }
             Freshness::StaleIfError | Freshness::Expired => Lookup::Wait,
         }
