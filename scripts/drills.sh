@@ -6,7 +6,6 @@
 # ONLY=name runs the drills whose name contains it (e.g. ONLY=soak).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-source "$ROOT/scripts/bench-lib.sh"
 # 10,000 idle connections and 5,500 slow ones need that many descriptors on
 # both sides. (The slow clients are the drill's own: slowhttptest's poll loop
 # took half of the load CPU, so it measured itself rather than the server.)
