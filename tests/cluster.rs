@@ -25,6 +25,12 @@ struct Balancer {
 }
 
 impl Balancer {
+    /// Starts HAProxy on a port that was free a moment ago. Another process may
+    /// take that port first (a parallel test's server, say): HAProxy then fails to
+    /// bind and exits, or, worse, the port answers for someone else. So HAProxy
+    /// marks every answer with a header naming this start, it counts as up only
+    /// when such an answer comes, and a start that fails is tried again on
+    /// another port.
     fn start(ports: &[u16]) -> Balancer {
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/haproxy.sh");
         let binary = Command::new("bash").arg(script).output().unwrap();
@@ -34,43 +40,73 @@ impl Balancer {
             String::from_utf8_lossy(&binary.stderr)
         );
         let haproxy = String::from_utf8(binary.stdout).unwrap().trim().to_string();
-        let public = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap();
-        let config = Command::new("bash")
-            .arg(script)
-            .arg("config")
-            .arg(public.port().to_string())
-            .args(ports.iter().map(u16::to_string))
-            .output()
-            .unwrap();
-        assert!(config.status.success());
-        let path = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!(
-            "haproxy-{}-{}.cfg",
-            std::process::id(),
-            public.port()
-        ));
-        std::fs::write(&path, &config.stdout).unwrap();
-        let child = Command::new(haproxy)
-            .arg("-db")
-            .arg("-f")
-            .arg(&path)
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let b = Balancer { child, addr: public };
-        // Up, and its first health checks passed: some instance answers /ready.
-        let api = Api::new(b.addr);
-        assert!(
-            eventually(Duration::from_secs(5), || {
-                std::net::TcpStream::connect(b.addr).is_ok() && api.get("/ready", None).status == 200
-            }),
-            "haproxy did not start, or no instance is up behind it"
-        );
-        b
+        for _attempt in 0..5 {
+            let public = std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap();
+            let config = Command::new("bash")
+                .arg(script)
+                .arg("config")
+                .arg(public.port().to_string())
+                .args(ports.iter().map(u16::to_string))
+                .output()
+                .unwrap();
+            assert!(config.status.success());
+            let mark = format!("{}-{}", std::process::id(), public.port());
+            let config = String::from_utf8(config.stdout).unwrap();
+            let marked = config.replacen(
+                "    option forwardfor\n",
+                &format!("    option forwardfor\n    http-response set-header X-Test-Balancer {mark}\n"),
+                1,
+            );
+            assert_ne!(marked, config, "haproxy.sh's frontend changed: mark it elsewhere");
+            let path =
+                std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("haproxy-{mark}.cfg"));
+            std::fs::write(&path, marked).unwrap();
+            let child = Command::new(&haproxy)
+                .arg("-db")
+                .arg("-f")
+                .arg(&path)
+                .stdout(Stdio::null())
+                .stderr(Stdio::inherit())
+                .spawn()
+                .unwrap();
+            let mut b = Balancer { child, addr: public };
+            // Up, its first health checks passed (some instance answers /ready),
+            // and the answer came through this HAProxy; or it exited.
+            let mut exited = false;
+            let up = eventually(Duration::from_secs(5), || {
+                exited = matches!(b.child.try_wait(), Ok(Some(_)));
+                exited || answers_ready_marked(b.addr, &mark)
+            });
+            if up && !exited {
+                return b;
+            }
+            assert!(exited, "haproxy did not start, or no instance is up behind it");
+            eprintln!("haproxy could not take port {}; trying another", public.port());
+        }
+        panic!("haproxy could not take a port in 5 attempts");
     }
+}
+
+/// Whether `addr` answers GET /ready with 200 and `X-Test-Balancer: mark` within
+/// a second (whatever else listens there, answering or not, is no hang).
+fn answers_ready_marked(addr: std::net::SocketAddr, mark: &str) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
+    if s.write_all(b"GET /ready HTTP/1.1\r\nHost: lb\r\nConnection: close\r\n\r\n")
+        .is_err()
+    {
+        return false;
+    }
+    let mut answer = Vec::new();
+    let _ = s.read_to_end(&mut answer);
+    let answer = String::from_utf8_lossy(&answer).to_ascii_lowercase();
+    answer.starts_with("http/1.1 200") && answer.contains(&format!("\r\nx-test-balancer: {mark}\r\n"))
 }
 
 impl Drop for Balancer {
