@@ -1,8 +1,9 @@
 //! Proof that a plain request allocates nothing: the server runs in this process
 //! under a counting global allocator, and twenty thousand pipelined GET /health
 //! requests (and as many POST /event for a known user, rate-limited: charged to
-//! the client IP, answered with the RateLimit fields) after warm-up must not
-//! allocate once, in any thread.
+//! the client IP, answered with the RateLimit fields, and as many authenticated
+//! GET /api/sample/{id} answered from the read cache with their ETag) after
+//! warm-up must not allocate once, in any thread.
 //!
 //! This file holds a single test so no other test shares the process.
 // A panic is how a test reports failure, so unwrap is fine here.
@@ -100,7 +101,7 @@ fn plain_requests_allocate_nothing_after_warm_up() {
         // Limited, with a quota no test run reaches (and a remaining count that
         // keeps its width, so every answer has the same length).
         "--rate-limits",
-        "anonymous=1000000000/m",
+        "anonymous=1000000000/m,free=1000000000/m",
     ])
     .expect("args");
     let config = crudrs::Config::from_args(args, false).expect("config");
@@ -125,6 +126,20 @@ fn plain_requests_allocate_nothing_after_warm_up() {
     let event = b"POST /event HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: 31\r\n\r\n{\"userId\":\"user_1\",\"value\":2.5}";
     let events = allocations_for(&mut s, event, b";t=1\r\nX-Request-Id: ");
     assert_eq!(events, 0, "{events} allocations for 20000 POST /event requests");
+    // A sample read by its owner, from the read cache: token from the token
+    // cache, body and ETag shared with the cache entry.
+    let api = common::Api::new(addr);
+    let token = api.user("reader");
+    let body: serde_json::Value = serde_json::from_str(&common::fixture_body()).unwrap();
+    let created = api.post("/api/sample", Some(&token), &body);
+    assert_eq!(created.status, 201, "{}", created.text());
+    let id = created.json()["id"].as_i64().unwrap();
+    let read = format!("GET /api/sample/{id} HTTP/1.1\r\nAuthorization: Bearer {token}\r\n\r\n");
+    let reads = allocations_for(&mut s, read.as_bytes(), b"\r\nETag: \"");
+    assert_eq!(
+        reads, 0,
+        "{reads} allocations for 20000 cached GET /api/sample/{{id}} requests"
+    );
     drop(s);
     server.stopper().stop();
     server.join();

@@ -8,7 +8,7 @@
 
 use super::auth::{authenticate, note};
 use super::error::{ApiError, Error};
-use super::request::{Reply, Request};
+use super::request::{HeaderValue, Reply, Request};
 use super::state::State;
 use crate::cache::policy::etag_matches;
 use crate::http::error::HttpError;
@@ -166,7 +166,7 @@ pub fn get(st: &State, req: &Request<'_>, md5: [u8; 16]) -> Result<Reply, Error>
         if etag_matches(inm, &etag) {
             return Ok(Reply {
                 cache_control: Some(PRIVATE_REVALIDATE),
-                header: Some(("ETag", etag)),
+                header: Some(("ETag", HeaderValue::Owned(etag))),
                 ..Reply::empty(304)
             });
         }
@@ -180,7 +180,7 @@ pub fn get(st: &State, req: &Request<'_>, md5: [u8; 16]) -> Result<Reply, Error>
     })?;
     Ok(Reply {
         content_type: Some(media.as_str()),
-        header: Some(("ETag", etag)),
+        header: Some(("ETag", HeaderValue::Owned(etag))),
         file: Some((file, size)),
         cache_control: Some(PRIVATE_REVALIDATE),
         ..Reply::empty(200)

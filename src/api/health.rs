@@ -6,7 +6,7 @@
 
 use super::auth::note;
 use super::error::{ApiError, Error};
-use super::request::Reply;
+use super::request::{HeaderValue, Reply};
 use super::state::State;
 
 pub fn health(out: &mut Vec<u8>) -> Result<Reply, Error> {
@@ -29,12 +29,12 @@ pub fn ready(st: &State, out: &mut Vec<u8>) -> Result<Reply, Error> {
     let draining = st.draining.load(std::sync::atomic::Ordering::Relaxed);
     let reply = match pinged {
         Ok(()) if draining => Reply {
-            header: Some(("Retry-After", "1".to_string())),
+            header: Some(("Retry-After", HeaderValue::Static("1"))),
             ..Reply::json(503)
         },
         Ok(()) => Reply::json(200),
         Err(ApiError::Unavailable) => Reply {
-            header: Some(("Retry-After", "1".to_string())),
+            header: Some(("Retry-After", HeaderValue::Static("1"))),
             ..Reply::json(503)
         },
         Err(e) => return Err(e.into()),

@@ -25,7 +25,7 @@ use std::sync::Arc;
 pub struct Read {
     pub body: Box<[u8]>,
     /// Quoted, strong.
-    pub etag: Box<str>,
+    pub etag: Arc<str>,
     /// The (samples, files) generations it was read at.
     generations: (u64, u64),
 }

@@ -59,13 +59,33 @@ impl Request<'_> {
 /// The default: a dynamic or authenticated answer no cache may keep.
 pub const NO_STORE: &str = "no-store";
 
+/// A field value a handler adds to its answer: a literal, one made for this
+/// answer, or one shared with a cache entry (so that a cached answer's validator
+/// costs no allocation).
+#[derive(Debug, Clone)]
+pub enum HeaderValue {
+    Static(&'static str),
+    Owned(String),
+    Shared(Arc<str>),
+}
+
+impl HeaderValue {
+    pub fn as_str(&self) -> &str {
+        match self {
+            HeaderValue::Static(s) => s,
+            HeaderValue::Owned(s) => s,
+            HeaderValue::Shared(s) => s,
+        }
+    }
+}
+
 /// What a handler answers; the body is in the buffer it was given, unless `file`
 /// holds a stored file (and its size) to stream after the head.
 #[derive(Debug)]
 pub struct Reply {
     pub status: u16,
     pub content_type: Option<&'static str>,
-    pub header: Option<(&'static str, String)>,
+    pub header: Option<(&'static str, HeaderValue)>,
     pub file: Option<(std::fs::File, u64)>,
     /// What caches may do with the response (RFC 9111); `None` only when the
     /// relayed fields in `upstream` say it themselves.

@@ -9,11 +9,12 @@ use super::auth::{authenticate, note};
 use super::error::{ApiError, Error};
 use super::json::Fields;
 use super::reads::{self, Read};
-use super::request::{Reply, Request};
+use super::request::{HeaderValue, Reply, Request};
 use super::state::State;
 use crate::store::db::DbError;
 use crate::store::hex::{decode_hex, encode_hex};
 use postgres::Row;
+use std::sync::Arc;
 use time::format_description::well_known::Rfc3339;
 use time::macros::format_description;
 use time::{Date, OffsetDateTime};
@@ -353,26 +354,29 @@ fn cached(req: &Request<'_>, read: &Read, out: &mut Vec<u8>) -> Reply {
     if !not_modified {
         out.extend_from_slice(&read.body);
     }
-    validated(if not_modified { 304 } else { 200 }, &read.etag)
+    validated(
+        if not_modified { 304 } else { 200 },
+        HeaderValue::Shared(Arc::clone(&read.etag)),
+    )
 }
 
 /// The answer to a read just made (`out` holds its body), with its validator
 /// when it was kept.
-fn fresh(req: &Request<'_>, kept: Option<std::sync::Arc<Read>>, out: &mut Vec<u8>) -> Reply {
+fn fresh(req: &Request<'_>, kept: Option<Arc<Read>>, out: &mut Vec<u8>) -> Reply {
     match kept {
         Some(read) => {
             out.clear();
             cached(req, &read, out)
         }
-        None => validated(200, &reads::etag_of(out)),
+        None => validated(200, HeaderValue::Owned(reads::etag_of(out))),
     }
 }
 
 /// Authenticated reads: a private cache may keep them, and must revalidate
 /// (with the ETag) before reuse.
-fn validated(status: u16, etag: &str) -> Reply {
+fn validated(status: u16, etag: HeaderValue) -> Reply {
     Reply {
-        header: Some(("ETag", etag.to_string())),
+        header: Some(("ETag", etag)),
         cache_control: Some("private, no-cache"),
         ..if status == 304 {
             Reply::empty(304)
