@@ -9,12 +9,13 @@
 #
 #   scripts/bench-compare.sh REV     e.g. scripts/bench-compare.sh afe9ce6
 set -euo pipefail
+# Before bench-lib.sh, which would set its own default.
+DURATION=${DURATION:-5s}
 source "$(dirname "$0")/bench-lib.sh"
 need wrk wrk
 cd "$ROOT"
 rev=${1:?usage: bench-compare.sh REV}
 ROUNDS=${ROUNDS:-3}
-DURATION=${DURATION:-5s}
 PORT=${PORT:-18095}
 build_release
 old_dir=.ref/rev-$rev

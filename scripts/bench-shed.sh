@@ -15,11 +15,12 @@
 # also rises with them). A database-bound route is run with more workers than
 # CPUs. Writes bench-results/shed.md.
 set -euo pipefail
+# Before bench-lib.sh, which would set its own default.
+DURATION=${DURATION:-6s}
 source "$(dirname "$0")/bench-lib.sh"
 cd "$ROOT"
 build_release
 PORT_RS=${PORT_RS:-18089}
-DURATION=${DURATION:-6s}
 url=$(fresh_db crudrs_bench_shed)
 tmp=$(mktemp -d)
 cleanup() { [ -n "${srv:-}" ] && kill "$srv" 2>/dev/null || true; rm -rf "$tmp"; }
