@@ -128,6 +128,17 @@ mod tests {
 
     const MS: Duration = Duration::from_millis(1);
 
+    /// A shedder (target 20 ms, interval 100 ms) that went into overload at
+    /// `t + 100 ms`, after a whole interval of pickups at 40 ms; and `t`.
+    fn overloaded() -> (Shedder, Instant) {
+        let s = Shedder::new(20 * MS, 100 * MS);
+        let t = Instant::now();
+        s.observe(40 * MS, t);
+        s.observe(40 * MS, t + 100 * MS);
+        assert!(s.is_shedding());
+        (s, t)
+    }
+
     #[test]
     fn a_standing_queue_sheds_and_a_drained_one_stops() {
         let s = Shedder::new(20 * MS, 100 * MS);
@@ -157,13 +168,10 @@ mod tests {
 
     #[test]
     fn while_overloaded_only_requests_that_waited_past_target_are_refused() {
-        let s = Shedder::new(20 * MS, 100 * MS);
-        let t = Instant::now();
+        let (s, t) = overloaded();
         let long_ago = t.checked_sub(50 * MS).expect("the clock is past 50 ms");
-        assert!(!s.refuses(long_ago), "not overloaded: nothing is refused");
-        s.observe(40 * MS, t);
-        s.observe(40 * MS, t + 100 * MS);
-        assert!(s.is_shedding());
+        let calm = Shedder::new(20 * MS, 100 * MS);
+        assert!(!calm.refuses(long_ago), "not overloaded: nothing is refused");
         assert!(s.refuses(long_ago));
         assert!(
             !s.refuses(Instant::now()),
@@ -173,11 +181,7 @@ mod tests {
 
     #[test]
     fn an_idle_queue_ends_the_overload_at_once() {
-        let s = Shedder::new(20 * MS, 100 * MS);
-        let t = Instant::now();
-        s.observe(40 * MS, t);
-        s.observe(40 * MS, t + 100 * MS);
-        assert!(s.is_shedding());
+        let (s, t) = overloaded();
         // No pickup for longer than an interval: the queue ran empty.
         s.observe(MS, t + 300 * MS);
         assert!(!s.is_shedding());
