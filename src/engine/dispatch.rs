@@ -147,7 +147,7 @@ impl Dispatcher {
             let head_only = head.method == Method::Head;
             let mut planned = self.api.plan(&head, rest);
             if let Ok(plan) = &planned {
-                if plan.shed && !waited && self.shared.shedder.refuses(conn.queued_at) {
+                if plan.shed && !waited && self.shared.shedder.is_shedding() {
                     self.shared.stats.shed.fetch_add(1, Relaxed);
                     planned = Err(ApiError::Shed.into());
                 }
