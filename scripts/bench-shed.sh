@@ -9,11 +9,12 @@
 # peak goodput of that worker count, refusals, and the p99 of accepted requests
 # (from their intended send time: no coordinated omission).
 #
-# Why 4 workers first: a worker blocks on each PostgreSQL round trip, so with one
-# worker the CPU idles during every query, and every refusal takes the only
-# worker away from the queries; several workers overlap the two (the peak goodput
-# also rises with them). A database-bound route is run with more workers than
-# CPUs. Writes bench-results/shed.md.
+# Why 4 workers first: a worker blocks on each PostgreSQL round trip, so one
+# worker serves nothing else during a query, and every refusal takes the only
+# worker away from the queries; several workers overlap them (capacity measured
+# here: about 30-34k req/s with 4 workers, 24-25k with 1). A route bound by
+# database reads is run with more workers than CPUs. Writes
+# bench-results/shed.md.
 set -euo pipefail
 # Before bench-lib.sh, which would set its own default.
 DURATION=${DURATION:-6s}
