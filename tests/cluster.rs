@@ -91,13 +91,15 @@ impl Balancer {
 }
 
 /// Whether `addr` answers GET /ready with 200 and `X-Test-Balancer: mark` within
-/// a second (whatever else listens there, answering or not, is no hang).
+/// a second times the slack factor (whatever else listens there, answering or
+/// not, is no hang; a probe too slow is only tried again).
 fn answers_ready_marked(addr: std::net::SocketAddr, mark: &str) -> bool {
     use std::io::{Read, Write};
-    let Ok(mut s) = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)) else {
+    let patience = bound(Duration::from_secs(1));
+    let Ok(mut s) = std::net::TcpStream::connect_timeout(&addr, patience) else {
         return false;
     };
-    let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
+    let _ = s.set_read_timeout(Some(patience));
     if s.write_all(b"GET /ready HTTP/1.1\r\nHost: lb\r\nConnection: close\r\n\r\n")
         .is_err()
     {
