@@ -135,6 +135,10 @@ fn plain_requests_allocate_nothing_after_warm_up() {
     assert_eq!(created.status, 201, "{}", created.text());
     let id = created.json()["id"].as_i64().unwrap();
     let read = format!("GET /api/sample/{id} HTTP/1.1\r\nAuthorization: Bearer {token}\r\n\r\n");
+    // The insert's own NOTIFY invalidates the read cache when the listener gets
+    // it, a few milliseconds later: one whole pass more of warm-up, so that a
+    // late delivery on a loaded machine is not counted as the hot path's.
+    allocations_for(&mut s, read.as_bytes(), b"\r\nETag: \"");
     let reads = allocations_for(&mut s, read.as_bytes(), b"\r\nETag: \"");
     assert_eq!(
         reads, 0,
