@@ -6,6 +6,7 @@
 
 mod common;
 
+use common::get_with as get;
 use common::*;
 use std::io::Write;
 use std::time::{Duration, Instant};
@@ -21,8 +22,6 @@ fn relay(db: &TestDb, upstream: &Upstream, extra: &[&str]) -> Server {
     args.extend_from_slice(extra);
     Server::start(&db.url, &args)
 }
-
-use common::get_with as get;
 
 fn x_cache(r: &Response) -> &str {
     r.header("x-cache").unwrap_or("none")

@@ -298,7 +298,7 @@ mod tests {
             0,
         );
         assert_eq!(
-            std::str::from_utf8(&e.lines_304).unwrap(),
+            std::str::from_utf8(&e.lines_304).expect("header lines are text"),
             "\r\nETag: \"v1\"\r\nCache-Control: max-age=9"
         );
     }
