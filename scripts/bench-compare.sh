@@ -2,8 +2,10 @@
 # Old against new: the server built from git revision REV (default: the commit
 # before the current branch's first change, given as REV) and the working tree's,
 # alternating round by round on the same loads, so drift in this VM hits both
-# alike. Loads: GET /health (wrk -c64), POST /event (load-client, 64 connections),
-# POST /api/v1/counter (load-client, 64 connections). Each server runs alone on
+# alike. Loads (LOADS, default all four): health: GET /health (wrk -c64); event:
+# POST /event (load-client, 64 connections); counter: POST /api/v1/counter
+# (load-client, 64 connections); sample: POST /api/sample (load-client, 16
+# connections: one group-commit batch in flight). Each server runs alone on
 # CPU 1 with 1 worker, the load on CPU 0. Reports req/s and the server's CPU time
 # per request (median of ROUNDS) and new over old. Writes bench-results/compare.md.
 #
@@ -49,10 +51,11 @@ measure() { # measure BIN LOAD: prints "req/s us-per-request"
         rate=$(echo "$out" | rps)
         n=$(echo "$out" | awk '/requests in/ {print $1}')
         ;;
-    event | counter)
-        local args=(--mix event)
+    event | counter | sample)
+        local args=(--mix event) conns=64
         [ "$2" = counter ] && args=(--scenario counter)
-        taskset -c "$LOAD_CPU" target/release/load-client 1 64 "${args[@]}" --duration "$DURATION" \
+        [ "$2" = sample ] && args=(--mix sample) conns=16
+        taskset -c "$LOAD_CPU" target/release/load-client 1 "$conns" "${args[@]}" --duration "$DURATION" \
             --target "http://127.0.0.1:$PORT" --quiet --json "$tmp/r.json" >/dev/null || echo "errors ($2)" >&2
         a=$(ticks "$srv")
         read -r rate n <<<"$(python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print(round(d['achieved_rate']), d['completed'])" "$tmp/r.json")"
@@ -68,7 +71,7 @@ median() { sort -n -k"$2" "$1" | awk -v k="$2" '{a[NR]=$k} END {print a[int((NR+
     echo
     echo "| load | old req/s | new req/s | new/old | old CPU us/req | new CPU us/req | old/new CPU |"
     echo "|---|---:|---:|---:|---:|---:|---:|"
-    for load in health event counter; do
+    for load in ${LOADS:-health event counter sample}; do
         : >"$tmp/old" && : >"$tmp/new"
         for _ in $(seq 1 "$ROUNDS"); do
             for i in 0 1; do measure "${bins[$i]}" "$load" >>"$tmp/${names[$i]}"; done

@@ -73,6 +73,87 @@ fn concurrent_increments_get_distinct_values_and_none_is_lost() {
 }
 
 #[test]
+fn a_request_sent_while_its_connection_waits_for_a_commit_is_answered() {
+    // The connection waits in the batcher; a request that arrives meanwhile is an
+    // event for a connection that is away, which the registry keeps for it. The
+    // worker that answers the batch must read that request (at once, or when
+    // parking hands the connection back), or it waits for an event that already
+    // came. The counter row is held locked, so the commit waits for the request.
+    let db = TestDb::new("counterwait");
+    let server = Server::start(&db.url, &["1"]);
+    let mut lock = db.client();
+    let mut tx = lock.transaction().unwrap();
+    tx.execute("SELECT value FROM counter WHERE id = 1 FOR UPDATE", &[])
+        .unwrap();
+
+    let mut stream = connect(server.addr);
+    stream
+        .write_all(b"POST /api/v1/counter HTTP/1.1\r\nContent-Length: 0\r\n\r\n")
+        .unwrap();
+    let mut watch = db.client();
+    assert!(
+        eventually(Duration::from_secs(10), || {
+            watch
+                .query_one(
+                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' \
+                     AND query LIKE 'UPDATE counter%'",
+                    &[],
+                )
+                .unwrap()
+                .get::<_, i64>(0)
+                == 1
+        }),
+        "the increment's commit never waited for the lock"
+    );
+    stream.write_all(b"GET /health HTTP/1.1\r\n\r\n").unwrap();
+    // Its bytes arrive while the connection is away. The answer is due however
+    // late they come; this pause only makes that the likely order.
+    std::thread::sleep(Duration::from_millis(50));
+    tx.rollback().unwrap();
+
+    let mut reader = Reader::new(stream);
+    let first = reader.next(false).expect("the increment's answer");
+    assert_eq!(first.status, 200);
+    assert_eq!(value(&first), 1);
+    let second = reader.next(false).expect("the request sent during the commit");
+    assert_eq!(second.status, 200, "{}", second.text());
+}
+
+#[test]
+fn requests_left_in_the_socket_behind_an_increment_are_answered() {
+    // One write: an increment, then more pipelined requests than the read buffer
+    // holds. The read that finds the increment fills the buffer, so bytes stay in
+    // the socket, and no new readiness event will announce them. When the
+    // increment comes back from its commit, the socket must be read again.
+    let db = TestDb::new("counterfull");
+    // The smallest read buffer: 16 KiB (a header block plus a JSON body plus 1 KiB,
+    // at least 16 KiB).
+    let server = Server::start(
+        &db.url,
+        &["1", "--max-header-bytes", "1024", "--max-json-bytes", "1024"],
+    );
+    let health = "GET /health HTTP/1.1\r\n\r\n";
+    // Sent in one write, so it likely arrives as one segment with one event.
+    let n = 40 * 1024 / health.len();
+    let mut raw = String::from("POST /api/v1/counter HTTP/1.1\r\nContent-Length: 0\r\n\r\n");
+    raw.push_str(&health.repeat(n));
+    let stream = connect(server.addr);
+    let mut writer = stream.try_clone().unwrap();
+    // Written from a thread: the answers (larger than the requests) are read meanwhile.
+    let sent = std::thread::spawn(move || writer.write_all(raw.as_bytes()).unwrap());
+    let mut reader = Reader::new(stream);
+    let first = reader.next(false).expect("the increment's answer");
+    assert_eq!((first.status, value(&first)), (200, 1));
+    for i in 0..n {
+        let r = reader
+            .next(false)
+            .unwrap_or_else(|| panic!("closed after {i} of {n} pipelined answers"));
+        assert_eq!(r.status, 200);
+    }
+    sent.join().unwrap();
+}
+
+#[test]
 fn increments_pipelined_among_other_requests_answer_in_order_on_one_worker() {
     // One worker: the connection waiting for its batch must not hold it, and the
     // worker that leads must also serve the increments that arrive meanwhile.

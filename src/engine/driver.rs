@@ -118,11 +118,22 @@ impl Driver {
         let mut len = conn.io.restore(pool, &mut self.buf);
         self.dispatch.out.clear();
         let mut eof = false;
+        // A connection back from waiting (for a permit, a batch, a fetch) whose last
+        // read drained its socket has nothing new to read unless an event came
+        // meanwhile: its first pass skips the read that would only say WouldBlock
+        // (one system call per group-committed request).
+        let mut quiet = matches!(conn.phase, Phase::Granted(_))
+            && conn.io.drained
+            && !self.shared.registry.take_ready(&mut *conn);
         let step = loop {
-            let end = match conn.io.read_some(&mut self.buf, &mut len) {
-                Ok(end) => end,
-                // Reset or another hard error: nothing can be delivered any more.
-                Err(_) => return Next::Stop(Driven::Done),
+            let end = if std::mem::take(&mut quiet) {
+                ReadEnd::Drained
+            } else {
+                match conn.io.read_some(&mut self.buf, &mut len) {
+                    Ok(end) => end,
+                    // Reset or another hard error: nothing can be delivered any more.
+                    Err(_) => return Next::Stop(Driven::Done),
+                }
             };
             eof |= end == ReadEnd::Eof;
             // A panic anywhere in dispatching costs this connection: what was

@@ -56,6 +56,9 @@ pub(crate) struct Io {
     /// A readiness event said the peer closed its side: read to the EOF even after a
     /// short read (edge-triggered polling will not report it again).
     pub peer_closed: bool,
+    /// The last read left the socket empty ([`ReadEnd::Drained`]): until a new
+    /// edge, reading it again would only say WouldBlock.
+    pub drained: bool,
 }
 
 impl Io {
@@ -65,13 +68,20 @@ impl Io {
             partial: None,
             pending: Vec::new(),
             peer_closed: false,
+            drained: false,
         }
     }
 
     /// Reads into `buf[*len..]` until the socket is drained, the peer closed or the
     /// buffer is full; `*len` grows by what was read. A hard error (a reset) means
     /// nothing can be delivered any more.
-    pub fn read_some(&self, buf: &mut [u8], len: &mut usize) -> io::Result<ReadEnd> {
+    pub fn read_some(&mut self, buf: &mut [u8], len: &mut usize) -> io::Result<ReadEnd> {
+        let end = self.read_until_blocked(buf, len);
+        self.drained = matches!(end, Ok(ReadEnd::Drained));
+        end
+    }
+
+    fn read_until_blocked(&self, buf: &mut [u8], len: &mut usize) -> io::Result<ReadEnd> {
         while *len < buf.len() {
             match (&self.sock).read(&mut buf[*len..]) {
                 Ok(0) => return Ok(ReadEnd::Eof),
@@ -175,5 +185,53 @@ impl Io {
                 Err(_) => return true,
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::TcpListener;
+    use std::time::{Duration, Instant};
+
+    fn pair() -> (Io, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let client = TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
+        let (sock, _) = listener.accept().expect("accept");
+        sock.set_nonblocking(true).expect("non-blocking");
+        (Io::new(sock), client)
+    }
+
+    /// Reads until `want` bytes arrived (loopback delivery is not instant on a
+    /// loaded machine), returning the last read's end.
+    fn read_until(io: &mut Io, buf: &mut [u8], len: &mut usize, want: usize) -> ReadEnd {
+        let give_up = Instant::now() + Duration::from_secs(10);
+        loop {
+            let end = io.read_some(buf, len).expect("read");
+            if *len >= want || Instant::now() > give_up {
+                return end;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    #[test]
+    fn a_short_read_drains_and_a_full_buffer_does_not() {
+        let (mut io, mut client) = pair();
+        assert!(!io.drained, "nothing read yet");
+        let mut buf = [0u8; 8];
+        let mut len = 0;
+        assert_eq!(io.read_some(&mut buf, &mut len).expect("read"), ReadEnd::Drained);
+        assert!(io.drained, "WouldBlock drains");
+
+        client.write_all(b"abc").expect("write");
+        assert_eq!(read_until(&mut io, &mut buf, &mut len, 3), ReadEnd::Drained);
+        assert_eq!(&buf[..len], b"abc");
+        assert!(io.drained, "a short read drains");
+
+        client.write_all(b"defghijk").expect("write");
+        assert_eq!(read_until(&mut io, &mut buf, &mut len, 8), ReadEnd::Full);
+        assert_eq!(&buf, b"abcdefgh");
+        assert!(!io.drained, "a full buffer may leave bytes in the socket");
     }
 }

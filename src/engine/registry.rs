@@ -6,7 +6,8 @@
 //! connection takes it out of its slot (for the task queue); an event for a
 //! connection that is away (with a worker, the hashing gate or a batcher) marks its
 //! slot, and [`Registry::park`] hands such a connection straight back to be driven
-//! again instead of storing it. The slot lock orders the two, so no readiness is
+//! again instead of storing it ([`Registry::take_ready`] lets a worker look first,
+//! to skip reading a connection back from waiting that has no news). The slot lock orders the two, so no readiness is
 //! ever lost. An event that says the peer closed is kept on the connection
 //! (`Io::peer_closed`).
 //!
@@ -169,6 +170,17 @@ impl<T: Parked> Registry<T> {
         None
     }
 
+    /// Whether an event arrived for `conn` while it was away (with a worker, the
+    /// hashing gate or a batcher), forgetting it: the caller reads the socket now.
+    /// A peer close noted with it goes to `conn`.
+    pub fn take_ready(&self, conn: &mut T) -> bool {
+        let mut slot = self.slots[conn.key()].lock();
+        if std::mem::take(&mut slot.closed) {
+            conn.note_peer_closed();
+        }
+        std::mem::take(&mut slot.ready)
+    }
+
     /// The connection for an event on `key`, when it is parked; otherwise notes the
     /// event for when it comes back. `closed`: the event says the peer closed.
     pub(super) fn take(&self, key: usize, closed: bool) -> Option<Box<T>> {
@@ -220,5 +232,69 @@ impl<T: Parked> Registry<T> {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::TcpListener;
+    use std::time::Duration;
+
+    struct Fake {
+        key: usize,
+        closed: bool,
+    }
+
+    impl Parked for Fake {
+        fn key(&self) -> usize {
+            self.key
+        }
+        fn note_peer_closed(&mut self) {
+            self.closed = true;
+        }
+        fn deadline(&self) -> Instant {
+            Instant::now() + Duration::from_secs(60)
+        }
+    }
+
+    fn registered() -> (Registry<Fake>, Box<Fake>, TcpStream) {
+        let (reg, _poll) = Registry::<Fake>::new(2).expect("poller");
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let client = TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
+        let (sock, _) = listener.accept().expect("accept");
+        let mut key = None;
+        assert!(reg
+            .register(sock, |k, _sock| {
+                key = Some(k);
+                Box::new(Fake {
+                    key: k,
+                    closed: false,
+                })
+            })
+            .is_ok());
+        let key = key.expect("a slot");
+        // Its first event takes it away, to a worker.
+        let conn = reg.take(key, false).expect("parked after registration");
+        (reg, conn, client)
+    }
+
+    #[test]
+    fn an_event_while_away_is_taken_once_with_its_close() {
+        let (reg, mut conn, _client) = registered();
+        assert!(!reg.take_ready(&mut conn), "no event came");
+        assert!(reg.take(conn.key, true).is_none(), "away: the event is noted");
+        assert!(reg.take_ready(&mut conn));
+        assert!(conn.closed, "the close came with it");
+        assert!(!reg.take_ready(&mut conn), "taken once");
+        assert!(reg.park(conn).is_none(), "nothing left to hand back");
+    }
+
+    #[test]
+    fn an_event_not_taken_hands_the_connection_back_at_park() {
+        let (reg, conn, _client) = registered();
+        assert!(reg.take(conn.key, false).is_none());
+        let back = reg.park(conn).expect("handed back: readiness came while away");
+        assert!(reg.park(back).is_none(), "parked the second time");
     }
 }
