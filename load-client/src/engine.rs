@@ -82,7 +82,8 @@ struct Sock {
     stream: Option<TcpStream>,
     wbuf: Vec<u8>,
     rbuf: Vec<u8>,
-    inflight: VecDeque<(Expect, Instant)>,
+    /// Requests in flight: what to expect, the intended time, when it was written.
+    inflight: VecDeque<(Expect, Instant, Instant)>,
     sent: u64,
     want_write: bool,
 }
@@ -224,7 +225,7 @@ fn thread_main(
                     };
                     let kind = plan.mix.pick(&mut gen.rng);
                     let exp = gen.build(kind, seq, &mut s.wbuf);
-                    s.inflight.push_back((exp, intended));
+                    s.inflight.push_back((exp, intended, now));
                     s.sent += 1;
                 }
             }
@@ -350,8 +351,8 @@ impl Thread<'_> {
     }
 
     fn fail_all(&mut self, s: &mut Sock, reason: &str) {
-        while let Some((exp, at)) = s.inflight.pop_front() {
-            self.complete(&exp, at, Err(reason.to_string()));
+        while let Some((exp, at, sent)) = s.inflight.pop_front() {
+            self.complete(&exp, at, sent, Err(reason.to_string()));
         }
     }
 
@@ -427,7 +428,7 @@ impl Thread<'_> {
                     if p.status == 100 {
                         continue;
                     }
-                    let Some((exp, at)) = s.inflight.pop_front() else {
+                    let Some((exp, at, sent)) = s.inflight.pop_front() else {
                         s.rbuf.clear();
                         self.reset(s, key, "unsolicited response");
                         return true;
@@ -441,7 +442,7 @@ impl Thread<'_> {
                             self.counter_values.push(v);
                         }
                     });
-                    self.complete(&exp, at, outcome);
+                    self.complete(&exp, at, sent, outcome);
                     if p.close {
                         s.rbuf.drain(..off);
                         self.reset(s, key, "connection closed by the server");
@@ -460,16 +461,17 @@ impl Thread<'_> {
         false
     }
 
-    fn complete(&mut self, exp: &Expect, at: Instant, outcome: Result<(), String>) {
+    fn complete(&mut self, exp: &Expect, at: Instant, sent: Instant, outcome: Result<(), String>) {
         let now = Instant::now();
         if outcome.is_err() {
             self.live.errors.fetch_add(1, Relaxed);
         }
         self.live.completed.fetch_add(1, Relaxed);
-        self.stats
-            .entry(exp.kind)
-            .or_default()
-            .record(now.saturating_duration_since(at), outcome);
+        self.stats.entry(exp.kind).or_default().record_sent(
+            now.saturating_duration_since(at),
+            now.saturating_duration_since(sent),
+            outcome,
+        );
         let sec = now.saturating_duration_since(self.start).as_secs() as usize;
         if self.per_second.len() <= sec {
             self.per_second.resize(sec + 1, 0);
