@@ -8,7 +8,7 @@
 #   make drills / soak                          reliability and security drills, one table (soak: 10 minutes)
 #   make bench / bench-health / bench-relay     benchmarks (server on CPU 1, load on CPU 0)
 #   make db / db-stop                           start or stop the project-local cluster (.pg/)
-#   make lint                                   rustfmt check + clippy with warnings denied
+#   make lint                                   rustfmt check + clippy + rustdoc with warnings denied
 # With DATABASE_URL set, that database is used and no cluster is started.
 
 THREADS ?=
@@ -57,6 +57,7 @@ test-stress:
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --workspace --no-deps -q
 
 fmt:
 	$(CARGO) fmt --all

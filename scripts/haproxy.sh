@@ -31,9 +31,12 @@ defaults
     timeout client 65s
     timeout server 65s
     timeout http-keep-alive 60s
-    # A request is sent again elsewhere only when no byte of it can have been
-    # processed (connection refused or reset before the answer) and only if it is
-    # idempotent: a POST is never retried.
+    # Up to two retries, each on another instance (redispatch 1). A failed
+    # connection (conn-failure) is retried for every method: the request never
+    # reached an instance. An empty response or none within timeout server
+    # (empty-response, response-timeout) may come after an instance processed
+    # the request, so the backend's disable-l7-retry line lets those be retried
+    # only for GET and HEAD, which are idempotent: a POST is never sent twice.
     retries 2
     option redispatch 1
     retry-on conn-failure empty-response response-timeout

@@ -196,7 +196,7 @@ pub struct Args {
     #[arg(long, env = "METRICS_TOKEN")]
     pub metrics_token: Option<String>,
 
-    /// Relay GET /relay/<path>?<query> to this upstream base URL (http:// only; off when unset).
+    /// Relay GET /relay/PATH?QUERY to PATH?QUERY under this upstream base URL (http:// only; off when unset).
     #[arg(long, env = "RELAY_UPSTREAM", value_name = "URL")]
     pub relay_upstream: Option<String>,
 

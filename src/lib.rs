@@ -8,14 +8,24 @@
 //!                     └──── park (no syscall) ◄────┘ one write per batch
 //! ```
 //!
-//! Layers, each a folder, imports one way only (checked by `tests/layers.rs`):
-//! `engine/` (threads, sockets, connections) uses `http/` (bytes ↔ heads and
-//! responses) and calls `api/` (routes, policy, handlers, the error → status map)
-//! through `api::Api`; `api/` uses `store/` (PostgreSQL, files, the 1MRC aggregate);
-//! everyone may use `obs/` (counters, the status line, metrics), and `store/`,
-//! `api/` and `engine/` use `traffic/` (the circuit breaker, the rate limiter, the
-//! load shedder). `http/`, `obs/` and `traffic/` import
-//! nothing of the crate. See ARCHITECTURE.md for the map and the invariants.
+//! Layers, each a folder (`config` is a file), import one way only (checked by
+//! `tests/layers.rs`):
+//! - `engine/` (threads, sockets, connections) may use `api/`, `config`, `http/`,
+//!   `obs/` and `traffic/`; it calls `api/` logic only through `api::Api` (apart
+//!   from encoding errors and writing upload bytes) and otherwise uses its data
+//!   types.
+//! - `api/` (routes, policy, handlers, the error → status map) may use `cache/`,
+//!   `config`, `http/`, `obs/`, `relay/`, `store/` and `traffic/`.
+//! - `relay/` (the upstream relay and its two cache levels) may use `cache/`,
+//!   `obs/`, `store/` and `traffic/`.
+//! - `store/` (PostgreSQL, files, the 1MRC aggregate) may use `obs/` and `traffic/`.
+//! - `config` may use `http/`.
+//! - `http/` (bytes ↔ heads and responses), `obs/` (counters, the status line,
+//!   metrics), `traffic/` (the circuit breaker, the rate limiter, the load shedder)
+//!   and `cache/` (HTTP caching primitives) import nothing of the crate.
+//!
+//! `lib.rs` and `main.rs` may use anything. See ARCHITECTURE.md for the map and the
+//! invariants.
 
 pub(crate) mod api;
 pub(crate) mod cache;

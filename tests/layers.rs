@@ -1,13 +1,14 @@
 //! The shape of `src/`: layers import one way only, and no two files import each
 //! other, directly or around a circle.
 //!
-//! A file's layer is its folder under `src/` (`engine`, `http`, `api`, `store`,
-//! `obs`, `traffic`), or, for a file at the top, its own name (`config`; `lib` and `main` may
-//! use anything). Imports are read as text: every `crate::…` and `super::…` path
-//! outside comments and before the file's `#[cfg(test)]` section, with `{…}` groups
-//! expanded, is resolved to the deepest file that defines it. A parent module
-//! contains its children, so a child that imports from its parent's `mod.rs` closes
-//! a circle: children import from their siblings' files instead.
+//! A file's layer is its folder under `src/` (`engine`, `http`, `api`, `relay`,
+//! `store`, `cache`, `obs`, `traffic`), or, for a file at the top, its own name
+//! (`config`; `lib` and `main` may use anything). Imports are read as text: every
+//! `crate::…` and `super::…` path outside comments and before the file's
+//! `#[cfg(test)]` section, with `{…}` groups expanded, is resolved to the deepest
+//! file that defines it. A parent module contains its children, so a child that
+//! imports from its parent's `mod.rs` closes a circle: children import from their
+//! siblings' files instead.
 //!
 //! The checker is run on a small made-up tree first, to show that it does catch a
 //! wrong-way import and a circle.

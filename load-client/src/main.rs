@@ -59,7 +59,7 @@ struct Args {
     /// answers counted by X-Cache).
     #[arg(long)]
     scenario: Option<String>,
-    /// Relay: distinct resources, /relay/<prefix>/0 .. /relay/<prefix>/{N-1}.
+    /// Relay: distinct resources, /relay/PREFIX/0 .. /relay/PREFIX/{N-1}.
     #[arg(long, default_value_t = 10)]
     relay_keys: u64,
     /// Relay: the path segment before the key number (a fresh one makes every key a miss).

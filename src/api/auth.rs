@@ -18,9 +18,11 @@ use crate::store::notify;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
-/// Longest password accepted: argon2 hashes any length, so an unbounded one is a
-/// cheap way to make the server work hard.
+/// Longest password accepted, in characters (Unicode scalar values, as
+/// `json::Fields::string` counts them): argon2 hashes any length, so an unbounded
+/// one is a cheap way to make the server work hard.
 const MAX_PASSWORD_BYTES: usize = 1024;
+/// Shortest password accepted at sign-up, in characters (Unicode scalar values).
 const MIN_PASSWORD_BYTES: usize = 8;
 
 /// The caller behind the request's bearer token (as admission resolved it, when

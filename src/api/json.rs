@@ -163,7 +163,7 @@ impl Fields {
         if let Some(i) = bad {
             self.problem(
                 &format!("{field}[{i}]"),
-                &format!("must be a string of 1 to {max_len} bytes without NUL"),
+                &format!("must be a string of 1 to {max_len} characters without NUL"),
             );
             return None;
         }

@@ -3,8 +3,9 @@
 //! so a scrape still sees an overloaded server.
 //!
 //! The per-request figures and the engine's gauges come from `obs::metrics`;
-//! what this layer owns (the pool, the breaker, the limits, the counter, events,
-//! uploads) is read here at scrape time.
+//! what this layer owns (the pool, the breakers, the limits, the caches, the
+//! relay's upstream figures, the counter, events, uploads) is read here at scrape
+//! time.
 
 use super::error::{ApiError, Error};
 use super::request::{Reply, Request};

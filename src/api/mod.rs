@@ -2,11 +2,17 @@
 //! handlers, and the one error → status map.
 //!
 //! This layer never sees a socket or a read buffer position, and never imports the
-//! engine. The engine talks to it only through [`Api`]: `plan` (from the head alone:
-//! route, body limit and use, what the request waits for), `admit` (client address,
-//! rate limits: once the body is in, before anything is done), `handle` (a complete
-//! request → a [`Reply`] with its body written into a `Vec`), `stage`/`commit` for
-//! group-committed requests, and `admit_upload`/`finish_upload` for streamed bodies.
+//! engine. The engine calls this layer's logic only through [`Api`]: `plan` (from
+//! the head alone: route, body limit and use, what the request waits for), `admit`
+//! (client address, rate limits: once the body is in, before anything is done),
+//! `handle` (a complete request → a [`Reply`] with its body written into a `Vec`),
+//! `stage`/`commit` for group-committed requests, `relay_lookup`/`relay_wait` for
+//! relayed requests, and `admit_upload`/`finish_upload` for streamed bodies; apart
+//! from that it only encodes errors (`Error::encode`) and writes upload bytes
+//! (`UploadBody::write`). Otherwise it uses this layer's data types: `Plan`, `Wait`,
+//! `Lane`, `BodyUse`, `ROUTE_LABELS`, `UNMATCHED`, [`Request`]/[`Reply`],
+//! `Error`/`ApiError`, `QuotaFields`, [`Staged`], `Looked`/`Ticket`/`Resume`/`Fetched`
+//! and `UploadBody`.
 
 mod admin;
 mod admission;

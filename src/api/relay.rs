@@ -1,4 +1,4 @@
-//! GET /relay/<target>: the route's side of the relay. `lookup` checks the
+//! `GET /relay/<target>`: the route's side of the relay. `lookup` checks the
 //! target (nothing may escape the upstream's base path: 400) and asks the
 //! relay's caches; `answer` turns what the cache or the upstream gave into the
 //! reply: the upstream's fields, `Age`, `X-Cache`, and a 304 when the client's

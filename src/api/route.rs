@@ -184,8 +184,9 @@ pub struct Plan {
     pub wait: Wait,
     /// How the request is counted.
     pub kind: Kind,
-    /// Whether the request is refused while the server sheds load (everything but
-    /// the probes of liveness and readiness).
+    /// Whether the request is refused while the server sheds load: every route but
+    /// /health, /ready and /metrics ([`Route::sheddable`]). The engine decides, and
+    /// never sheds a request that comes back from a wait.
     pub shed: bool,
     /// Rate-limit units the request costs; 0: never limited.
     pub cost: u64,

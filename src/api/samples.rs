@@ -21,7 +21,7 @@ use time::{Date, OffsetDateTime};
 
 /// Most items in each of flora, fauna and calls.
 const MAX_ITEMS: usize = 64;
-/// Longest item in those arrays, in bytes.
+/// Longest item in those arrays, in characters (Unicode scalar values).
 const MAX_ITEM_BYTES: usize = 256;
 /// Page size of GET /api/samples when none is asked for, and the most allowed.
 const DEFAULT_PAGE: i64 = 50;

@@ -3,12 +3,14 @@
 //! fresh, may be served stale while it is refreshed (`stale-while-revalidate`,
 //! RFC 5861) or when the origin fails (`stale-if-error`).
 //!
-//! I/O-free and clock-free: the caller passes the current time (milliseconds
-//! since the Unix epoch, so a lifetime means the same in every process that reads
-//! it from the shared level-2 cache). Invariant: a response marked `no-store` or
-//! `private`, one that sets a cookie, one that varies on every request
-//! (`Vary: *`), or one whose status a cache may not store without being told is
-//! never [`Decision::Store`]d.
+//! No I/O, and no rule reads the clock: the caller passes the current time
+//! (milliseconds since the Unix epoch, so a lifetime means the same in every
+//! process that reads it from the shared level-2 cache). The one exception is
+//! [`now_ms`], a helper that reads the system clock for callers.
+//!
+//! Invariant: a response marked `no-store` or `private`, one that sets a cookie,
+//! one that varies on every request (`Vary: *`), or one whose status a cache may
+//! not store without being told is never [`Decision::Store`]d.
 
 use std::time::{Duration, SystemTime};
 

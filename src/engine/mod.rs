@@ -8,10 +8,16 @@
 //!                     └──── Registry::park (no syscall) ◄──┘
 //! ```
 //!
-//! The engine uses `http` for bytes and calls `api` only through `Api` (plan,
-//! handle, stage/commit, admit/finish upload); it never touches the store and never
-//! matches on routes. Waiting (for a hashing permit, for a group commit) is done by
-//! whole connections in the `gate` and the `batch`ers, never by a worker.
+//! The engine uses `http` for bytes. It calls `api` logic only through `Api`
+//! (`plan`, `admit`, `handle`, `stage`/`commit`, `relay_lookup`/`relay_wait`,
+//! `admit_upload`/`finish_upload`), apart from `Error::encode` for error answers
+//! and `UploadBody::write` for upload bytes, and otherwise uses `api`'s data types
+//! (`Plan`, `Wait`, `Lane`, `BodyUse`, `ROUTE_LABELS`, `UNMATCHED`,
+//! `Request`/`Reply`, `Error`/`ApiError`, `QuotaFields`, `Staged`,
+//! `Looked`/`Ticket`/`Resume`/`Fetched`, `UploadBody`). It never touches the store
+//! and never matches on routes. Waiting (for a hashing permit, for a group commit,
+//! for a relay fetch) is done by whole connections in the `gate`, the `batch`ers
+//! and the relay's flights, never by a worker.
 
 mod batch;
 mod buffers;

@@ -1,6 +1,7 @@
 //! The access log (`--access-log PATH`): one JSON line per answered request, with
-//! its time, request ID, method, route template, status, body bytes, duration,
-//! client IP and user id when it was authenticated.
+//! its time, request ID, method, route template, status, response bytes (`bytes`:
+//! the head and body as encoded, after any gzip, plus a download's file),
+//! duration, client IP and user id when it was authenticated.
 //!
 //! Workers format lines into a buffer of their own and append it to the file with
 //! one `write` per pass over a connection's requests (the file is opened with
