@@ -121,7 +121,7 @@ pub struct Args {
     pub stats: bool,
 
     /// Never print the status line.
-    #[arg(long, overrides_with = "stats")]
+    #[arg(long, env = "NO_STATS", overrides_with = "stats")]
     pub no_stats: bool,
 
     /// Longest a group-committed write (a counter increment, a sample insert) waits for its batch to fill up to the last batch's size.
