@@ -11,9 +11,24 @@ use common::*;
 use std::io::{Read, Write};
 
 fn get(server: &Server, path: &str, token: &str, accept: Option<&str>, method: &str) -> Response {
+    get_if(server, path, token, accept, method, None)
+}
+
+/// `get` with an `If-None-Match`.
+fn get_if(
+    server: &Server,
+    path: &str,
+    token: &str,
+    accept: Option<&str>,
+    method: &str,
+    if_none_match: Option<&str>,
+) -> Response {
     let mut req = format!("{method} {path} HTTP/1.1\r\nAuthorization: Bearer {token}\r\n");
     if let Some(a) = accept {
         req.push_str(&format!("Accept-Encoding: {a}\r\n"));
+    }
+    if let Some(tag) = if_none_match {
+        req.push_str(&format!("If-None-Match: {tag}\r\n"));
     }
     req.push_str("\r\n");
     let mut r = Reader::new(connect(server.addr));
@@ -64,6 +79,27 @@ fn large_json_answers_are_gzipped_for_clients_that_accept_it() {
         zipped.body.len()
     );
     assert!(ratio >= 4.0, "only {ratio:.1}x smaller");
+
+    // Two encodings are two representations: the gzipped one's validator is the
+    // plain one's made weak. A 304 carries the Vary and the validator its 200
+    // would have, for either.
+    let strong = plain.header("etag").unwrap().to_string();
+    assert!(strong.starts_with('"'), "{strong}");
+    assert_eq!(zipped.header("etag"), Some(format!("W/{strong}").as_str()));
+    let weak = format!("W/{strong}");
+    for (accept, tag, expected) in [
+        (Some("gzip"), weak.as_str(), weak.as_str()),
+        (None, strong.as_str(), strong.as_str()),
+        (Some("gzip"), strong.as_str(), weak.as_str()),
+        (None, weak.as_str(), strong.as_str()),
+    ] {
+        let r = get_if(&server, path, &token, accept, "GET", Some(tag));
+        assert_eq!(r.status, 304, "{accept:?} {tag}");
+        assert!(r.body.is_empty());
+        assert_eq!(r.header("vary"), Some("Accept-Encoding"), "{accept:?} {tag}");
+        assert_eq!(r.header("etag"), Some(expected), "{accept:?} {tag}");
+        assert_eq!(r.header("content-encoding"), None);
+    }
 
     // HEAD announces what GET would send.
     let head = get(&server, path, &token, Some("gzip"), "HEAD");

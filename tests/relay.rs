@@ -257,7 +257,13 @@ fn expired_entries_are_revalidated_with_conditional_requests() {
 fn paths_that_could_leave_the_upstream_base_are_refused() {
     let db = TestDb::new("relay_escape");
     let upstream = Upstream::start();
-    let server = relay(&db, &upstream, &[]);
+    // One failure would open the upstream's breaker: a target that is refused, or
+    // that the client cannot send, must count as none.
+    let server = relay(
+        &db,
+        &upstream,
+        &["--breaker-failures", "1", "--breaker-reset", "60s"],
+    );
     for path in [
         "/relay/../x",
         "/relay/a/../../x",
@@ -270,6 +276,12 @@ fn paths_that_could_leave_the_upstream_base_are_refused() {
         "/relay//evil.example/x",
         "/relay/%252e%252e/x",
         "/relay/a%00b",
+        // Bytes a URI may not hold, which the upstream client refuses to send.
+        "/relay/a<b",
+        "/relay/a>b",
+        "/relay/a`b",
+        "/relay/a?f={\"a\":1}",
+        "/relay/a?x=<y>",
     ] {
         let r = get(server.addr, path, "");
         assert_eq!(r.status, 400, "{path}: {}", r.text());
@@ -279,6 +291,13 @@ fn paths_that_could_leave_the_upstream_base_are_refused() {
     assert_eq!(r.status, 405);
     assert_eq!(r.header("allow"), Some("GET, HEAD"));
     assert_eq!(upstream.total(), 0, "nothing reached the upstream");
+    let r = get(server.addr, "/relay/fine?x=1", "");
+    assert_eq!(
+        (r.status, x_cache(&r)),
+        (200, "MISS"),
+        "the breaker is still closed: {}",
+        r.text()
+    );
 }
 
 #[test]

@@ -93,6 +93,10 @@ pub struct Reply {
     /// The head of a relayed response: the upstream's fields, its age, how the
     /// cache made it.
     pub upstream: Option<UpstreamHead>,
+    /// For a 304 standing for a JSON 200: that body's length, so the 304 carries
+    /// the fields the 200 would (`Vary`, and the validator of the encoding the
+    /// client would get).
+    pub stands_for_json: Option<usize>,
 }
 
 /// What a relayed response carries besides its body.
@@ -118,6 +122,7 @@ impl Reply {
             file: None,
             cache_control: Some(NO_STORE),
             upstream: None,
+            stands_for_json: None,
         }
     }
 
@@ -129,6 +134,7 @@ impl Reply {
             file: None,
             cache_control: Some(NO_STORE),
             upstream: None,
+            stands_for_json: None,
         }
     }
 }

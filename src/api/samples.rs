@@ -354,10 +354,13 @@ fn cached(req: &Request<'_>, read: &Read, out: &mut Vec<u8>) -> Reply {
     if !not_modified {
         out.extend_from_slice(&read.body);
     }
-    validated(
-        if not_modified { 304 } else { 200 },
-        HeaderValue::Shared(Arc::clone(&read.etag)),
-    )
+    Reply {
+        stands_for_json: not_modified.then_some(read.body.len()),
+        ..validated(
+            if not_modified { 304 } else { 200 },
+            HeaderValue::Shared(Arc::clone(&read.etag)),
+        )
+    }
 }
 
 /// The answer to a read just made (`out` holds its body), with its validator

@@ -38,7 +38,7 @@ impl Directives {
                 Some((n, a)) => (n.trim(), Some(a.trim().trim_matches('"'))),
                 None => (item, None),
             };
-            let seconds = || arg.and_then(|a| a.parse::<u64>().ok()).unwrap_or(0);
+            let seconds = || arg.and_then(delta_seconds).unwrap_or(0);
             if name.eq_ignore_ascii_case("no-store") {
                 self.no_store = true;
             } else if name.eq_ignore_ascii_case("private") {
@@ -76,6 +76,24 @@ pub struct Described<'a> {
     pub sets_cookie: bool,
     /// `Vary`, when present.
     pub vary: Option<&'a str>,
+}
+
+/// The largest delta-seconds a cache keeps (RFC 9111 §1.2.2): a larger value,
+/// even one that overflows, is taken as 2^31 s, so arithmetic on lifetimes in
+/// milliseconds cannot overflow.
+pub const MAX_DELTA_SECONDS: u64 = 1 << 31;
+
+/// A delta-seconds value (`max-age`, `Age`, ...): digits only, capped at
+/// [`MAX_DELTA_SECONDS`]; `None` when malformed.
+pub fn delta_seconds(s: &str) -> Option<u64> {
+    let s = s.trim();
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some(
+        s.parse::<u64>()
+            .map_or(MAX_DELTA_SECONDS, |n| n.min(MAX_DELTA_SECONDS)),
+    )
 }
 
 /// Lifetimes used when the origin says nothing (`--relay-default-ttl` and the
@@ -199,17 +217,24 @@ pub fn decide(resp: &Described<'_>, defaults: &Defaults, now_ms: u64) -> Decisio
             .map_or(0, |t| unix_seconds(t).saturating_sub(base))
     } else {
         defaults.ttl.as_secs()
-    };
+    }
+    .min(MAX_DELTA_SECONDS);
+    // A stale answer is never served when the origin forbids it: no-cache wants
+    // every use validated, must-revalidate (and proxy-revalidate) any stale one
+    // (RFC 9111 §4.2.4). s-maxage implies proxy-revalidate (§5.2.2.10): only the
+    // origin's own stale-* directives apply then, not this cache's defaults.
     let stale = |given: Option<u64>, default: Duration| {
-        if d.must_revalidate {
+        if d.must_revalidate || d.no_cache {
             0
+        } else if d.s_maxage.is_some() {
+            given.unwrap_or(0)
         } else {
-            given.unwrap_or(default.as_secs())
+            given.unwrap_or(default.as_secs().min(MAX_DELTA_SECONDS))
         }
     };
     Decision::Store(Lifetime {
         stored_at: now_ms,
-        initial_age: resp.age.unwrap_or(0),
+        initial_age: resp.age.unwrap_or(0).min(MAX_DELTA_SECONDS),
         fresh,
         stale_while_revalidate: stale(d.stale_while_revalidate, defaults.stale_while_revalidate),
         stale_if_error: stale(d.stale_if_error, defaults.stale_if_error),
@@ -229,13 +254,34 @@ pub fn now_ms() -> u64 {
 }
 
 /// Whether an `If-None-Match` value matches `etag` (weak comparison, RFC 9110
-/// §13.1.2: `W/` prefixes are ignored on both sides).
+/// §13.1.2: `W/` prefixes are ignored on both sides). The value is `*` or a
+/// list of entity tags, each a quoted string (which may hold commas); an `etag`
+/// that is not a quoted string matches no tag, and a malformed list matches
+/// nothing from where it goes wrong.
 pub fn etag_matches(if_none_match: &str, etag: &str) -> bool {
     let etag = etag.strip_prefix("W/").unwrap_or(etag);
-    if_none_match
-        .split(',')
-        .map(str::trim)
-        .any(|t| t == "*" || t.strip_prefix("W/").unwrap_or(t) == etag)
+    let quoted = etag.len() >= 2 && etag.starts_with('"') && etag.ends_with('"');
+    let mut rest = if_none_match.trim_start();
+    if rest.trim_end() == "*" {
+        return true;
+    }
+    loop {
+        rest = rest.trim_start_matches([' ', '\t', ',']);
+        if rest.is_empty() {
+            return false;
+        }
+        let tag = rest.strip_prefix("W/").unwrap_or(rest);
+        let Some(inner) = tag.strip_prefix('"') else {
+            return false;
+        };
+        let Some(end) = inner.find('"') else {
+            return false;
+        };
+        if quoted && tag[..end + 2] == *etag {
+            return true;
+        }
+        rest = &inner[end + 1..];
+    }
 }
 
 #[cfg(test)]
@@ -373,5 +419,68 @@ mod tests {
         assert!(etag_matches("\"x\", \"a\"", "W/\"a\""));
         assert!(etag_matches("*", "\"a\""));
         assert!(!etag_matches("\"b\"", "\"a\""));
+        // A tag may hold a comma; empty members are no tags.
+        assert!(etag_matches("\"x\", \"a,b\"", "\"a,b\""));
+        assert!(!etag_matches("\"a\"", "\"a,b\""));
+        assert!(!etag_matches(",", ""));
+        assert!(!etag_matches(" , ", "\"\""));
+        assert!(etag_matches("\"\"", "\"\""));
+        // Malformed lists match nothing from where they go wrong.
+        assert!(!etag_matches("a", "a"));
+        assert!(!etag_matches("\"a", "\"a"));
+        assert!(etag_matches("\"a\", b", "\"a\""));
+        assert!(!etag_matches("b, \"a\"", "\"a\""));
+    }
+
+    #[test]
+    fn huge_delta_seconds_are_capped_not_wrapped() {
+        assert_eq!(
+            delta_seconds("18446744073709552"),
+            Some(18446744073709552u64.min(MAX_DELTA_SECONDS))
+        );
+        assert_eq!(delta_seconds("99999999999999999999999"), Some(MAX_DELTA_SECONDS));
+        assert_eq!(delta_seconds(" 30 "), Some(30));
+        assert_eq!(delta_seconds("-1"), None);
+        assert_eq!(delta_seconds("1e3"), None);
+        let l = lifetime(&described(
+            "max-age=99999999999999999999, stale-if-error=18446744073709551615",
+        ));
+        assert_eq!(
+            (l.fresh, l.stale_if_error),
+            (MAX_DELTA_SECONDS, MAX_DELTA_SECONDS)
+        );
+        // No overflow anywhere in the arithmetic, and an old entry stays old.
+        assert!(l.useless_after() > NOW);
+        assert_eq!(l.freshness(NOW + 1_000), Freshness::Fresh);
+        let old = Described {
+            age: delta_seconds("18446744073709552"),
+            ..described("max-age=60")
+        };
+        assert_eq!(lifetime(&old).freshness(NOW), Freshness::Expired);
+    }
+
+    #[test]
+    fn no_cache_is_never_served_stale_and_s_maxage_takes_no_stale_default() {
+        let lenient = Defaults {
+            ttl: Duration::from_secs(60),
+            stale_while_revalidate: Duration::from_secs(30),
+            stale_if_error: Duration::from_secs(300),
+        };
+        let life = |cc: &str| match decide(&described(cc), &lenient, NOW) {
+            Decision::Store(l) => (l.fresh, l.stale_while_revalidate, l.stale_if_error),
+            Decision::Pass(why) => panic!("not stored: {why}"),
+        };
+        assert_eq!(
+            life("no-cache, stale-while-revalidate=30, stale-if-error=60"),
+            (0, 0, 0)
+        );
+        assert_eq!(life("no-cache"), (0, 0, 0));
+        assert_eq!(life("s-maxage=10"), (10, 0, 0), "no stale default with s-maxage");
+        assert_eq!(
+            life("s-maxage=10, stale-while-revalidate=5"),
+            (10, 5, 0),
+            "the origin's own"
+        );
+        assert_eq!(life("max-age=10"), (10, 30, 300), "defaults otherwise");
     }
 }

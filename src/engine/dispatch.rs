@@ -366,11 +366,19 @@ impl Dispatcher {
         self.count(Some(plan.kind));
         self.body.clear();
         let result = self.api.handle(plan.route, req, &mut self.body);
-        // Read only when the body is big enough to be compressed at all.
+        // Read only when the body (or, for a 304, the 200's it stands for) is big
+        // enough to be compressed at all.
+        let len = match &result {
+            Ok(Reply {
+                stands_for_json: Some(len),
+                ..
+            }) => *len,
+            _ => self.body.len(),
+        };
         let accept_encoding = req
             .head
             .accept_encoding
-            .filter(|_| worth_compressing(self.shared.config.compress_min_bytes, self.body.len()))
+            .filter(|_| worth_compressing(self.shared.config.compress_min_bytes, len))
             .map(|a| a.str(req.buf));
         self.reply(result, close, head_only, accept_encoding)
     }
@@ -407,6 +415,8 @@ impl Dispatcher {
         let date = self.date.now();
         match result {
             Ok(reply) => {
+                // Room for `W/` + a strong ETag (ours are 18 to 34 bytes).
+                let mut weak = [0u8; 80];
                 let mut extra = [("", ""); 6];
                 let mut n = 0;
                 if let Some((name, value)) = &reply.header {
@@ -425,28 +435,44 @@ impl Dispatcher {
                 }
                 // A JSON body big enough to be worth it varies with Accept-Encoding,
                 // and is gzipped when the client accepts that (never a file or a
-                // body-less status).
+                // body-less status). A 304 standing for such a 200 carries the
+                // fields the 200 would (RFC 9110 §15.4.5).
                 let mut body: &[u8] = match reply.upstream.as_ref().and_then(|u| u.body.as_deref()) {
                     Some(relayed) => relayed,
                     None => &self.body,
                 };
+                let json_len = match reply.stands_for_json {
+                    Some(len) if reply.status == 304 => len,
+                    _ => body.len(),
+                };
                 // (The length first: most bodies are small, and then nothing else
                 // is looked at.)
-                if worth_compressing(min, body.len())
+                if worth_compressing(min, json_len)
                     && reply.file.is_none()
-                    && reply.content_type == Some("application/json")
-                    && !matches!(reply.status, 204 | 304)
+                    && (reply.content_type == Some("application/json") || reply.stands_for_json.is_some())
+                    && reply.status != 204
+                    && (reply.status != 304 || reply.stands_for_json.is_some())
                 {
                     extra[n] = ("Vary", "Accept-Encoding");
                     n += 1;
                     // HEAD too: its fields (Content-Encoding, Content-Length) are
                     // the ones GET would send.
                     if accept_encoding.is_some_and(accepts_gzip) {
-                        self.gzipped.clear();
-                        if gzip(body, &mut self.gzipped).is_ok() {
-                            body = &self.gzipped;
-                            extra[n] = ("Content-Encoding", "gzip");
-                            n += 1;
+                        let gzipped = reply.status == 304 || {
+                            self.gzipped.clear();
+                            gzip(body, &mut self.gzipped).is_ok()
+                        };
+                        if gzipped {
+                            if reply.status != 304 {
+                                body = &self.gzipped;
+                                extra[n] = ("Content-Encoding", "gzip");
+                                n += 1;
+                            }
+                            // Another encoding is another representation: a strong
+                            // validator may not name both (RFC 9110 §8.8.3), so
+                            // the gzipped one's is weak (and still matches the
+                            // plain one's in If-None-Match, which compares weakly).
+                            weaken_etag(&mut extra[..n], &mut weak);
                         }
                     }
                 }
@@ -605,6 +631,26 @@ impl Dispatcher {
             log.write(&self.log);
             self.log.clear();
         }
+    }
+}
+
+/// Makes a strong `ETag` among `fields` weak (`W/"..."`), written into `buf`;
+/// left as it is when it is weak already or does not fit.
+fn weaken_etag<'a>(fields: &mut [(&'a str, &'a str)], buf: &'a mut [u8]) {
+    let Some(field) = fields
+        .iter_mut()
+        .find(|(name, _)| name.eq_ignore_ascii_case("ETag"))
+    else {
+        return;
+    };
+    let strong = field.1;
+    if !strong.starts_with('"') || strong.len() + 2 > buf.len() {
+        return;
+    }
+    buf[..2].copy_from_slice(b"W/");
+    buf[2..2 + strong.len()].copy_from_slice(strong.as_bytes());
+    if let Ok(weak) = std::str::from_utf8(&buf[..2 + strong.len()]) {
+        field.1 = weak;
     }
 }
 

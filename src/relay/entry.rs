@@ -8,7 +8,7 @@
 //! hop-by-hop field, nor a field the upstream's `Connection` named.
 
 use crate::cache::memory::Weigh;
-use crate::cache::policy::{self, Decision, Defaults, Described, Directives, Lifetime};
+use crate::cache::policy::{self, delta_seconds, Decision, Defaults, Described, Directives, Lifetime};
 use std::sync::Arc;
 
 /// A response from the upstream, as received.
@@ -202,11 +202,15 @@ fn describe(status: u16, headers: &[(String, String)]) -> Described<'_> {
         } else if name.eq_ignore_ascii_case("date") {
             described.date = Some(value);
         } else if name.eq_ignore_ascii_case("age") {
-            described.age = value.trim().parse().ok();
+            described.age = delta_seconds(value);
         } else if name.eq_ignore_ascii_case("set-cookie") {
             described.sets_cookie = true;
         } else if name.eq_ignore_ascii_case("vary") {
-            described.vary = Some(value);
+            // Several Vary fields make one list: once one says `*`, keep it.
+            let star = |v: &str| v.split(',').any(|f| f.trim() == "*");
+            if !described.vary.is_some_and(star) {
+                described.vary = Some(value);
+            }
         }
     }
     described.directives = directives;

@@ -26,7 +26,7 @@ pub(crate) mod upstream;
 
 use crate::cache::flight::Flights;
 use crate::cache::memory::{Counts, MemoryCache};
-use crate::cache::policy::{now_ms, Defaults, Freshness, Lifetime};
+use crate::cache::policy::{now_ms, Defaults, Freshness, Lifetime, MAX_DELTA_SECONDS};
 use crate::store::db::Db;
 use crate::store::hex::encode_hex;
 use crate::store::http_cache::{self, Row};
@@ -406,15 +406,25 @@ impl Relay {
                     .upstream
                     .get(key, etag, last_modified, &job.request_id, "1.1 crudrs");
                 // The upstream's health: gateway statuses, no answer and timeouts
-                // count against it; an answer too large for us does not.
+                // count against it; an answer too large for us does not, nor a
+                // request that never left (a probe that reports nothing is
+                // replaced after a reset period).
                 match &got {
                     Ok(r) if matches!(r.status, 502..=504) => self.breaker.failure(Instant::now()),
                     Ok(_) | Err(UpstreamError::TooLarge) => self.breaker.success(),
+                    Err(UpstreamError::Unsendable(_)) => {}
                     Err(_) => self.breaker.failure(Instant::now()),
                 }
                 got.map_err(|e| match e {
                     UpstreamError::Timeout => RelayError::Timeout,
                     UpstreamError::TooLarge => RelayError::BadGateway("upstream response too large".into()),
+                    UpstreamError::Unsendable(why) => {
+                        tracing::warn!(
+                            request_id = &*job.request_id,
+                            "no upstream request could be made: {why}"
+                        );
+                        RelayError::BadGateway("no upstream request could be made of this target".into())
+                    }
                     UpstreamError::Unreachable(why) => {
                         tracing::warn!(request_id = &*job.request_id, "upstream unreachable: {why}");
                         RelayError::BadGateway("upstream unreachable".into())
@@ -486,12 +496,14 @@ impl Relay {
     /// is a miss.
     fn read_shared(&self, key: &str, now: u64) -> Option<Entry> {
         let row = http_cache::get(&self.db, &self.shared_key(key), now as i64).ok()??;
+        // Rows are written by any instance (any version): capped like a header.
+        let seconds = |v: i64| (v.max(0) as u64).min(MAX_DELTA_SECONDS);
         let life = Lifetime {
             stored_at: row.stored_at.max(0) as u64,
-            initial_age: row.initial_age.max(0) as u64,
-            fresh: row.fresh.max(0) as u64,
-            stale_while_revalidate: row.swr.max(0) as u64,
-            stale_if_error: row.sie.max(0) as u64,
+            initial_age: seconds(row.initial_age),
+            fresh: seconds(row.fresh),
+            stale_while_revalidate: seconds(row.swr),
+            stale_if_error: seconds(row.sie),
         };
         Some(Entry::restore(
             row.status,

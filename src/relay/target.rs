@@ -4,8 +4,12 @@
 //! The rule is strict rather than clever: a relayed path is made of segments of
 //! visible ASCII, none empty, none `.` or `..`, with no backslash, no `#`, and no
 //! percent-encoding of a dot, a slash, a backslash or a control byte (so no
-//! decoding here or upstream can turn it into a traversal). What passes is
-//! appended to the base URL byte for byte, and is also the cache key.
+//! decoding here or upstream can turn it into a traversal). Neither the path nor
+//! the query may hold `"`, `<`, `>` or `` ` `` (RFC 3986 allows none of them
+//! unencoded, and the upstream client refuses to send some): a target the client
+//! cannot send would fail without reaching the upstream, and must not count
+//! against its breaker. What passes is appended to the base URL byte for byte, and
+//! is also the cache key.
 //! Invariant: the upstream URL always starts with the configured base path.
 
 use crate::store::hex::decode_hex;
@@ -39,6 +43,7 @@ pub fn check(path: &str, query: Option<&str>) -> Result<(), Refused> {
             match b {
                 b'\\' => return Err(Refused::Escapes),
                 b'#' | b'?' => return Err(Refused::Malformed),
+                b if unsendable(b) => return Err(Refused::Malformed),
                 b'%' => {
                     let mut value = [0u8];
                     segment
@@ -55,10 +60,19 @@ pub fn check(path: &str, query: Option<&str>) -> Result<(), Refused> {
             }
         }
     }
-    if query.is_some_and(|q| q.bytes().any(|b| !(0x21..=0x7e).contains(&b) || b == b'#')) {
+    if query.is_some_and(|q| {
+        q.bytes()
+            .any(|b| !(0x21..=0x7e).contains(&b) || b == b'#' || unsendable(b))
+    }) {
         return Err(Refused::Malformed);
     }
     Ok(())
+}
+
+/// Visible ASCII that a URI may not hold unencoded and the upstream client
+/// (the `http` crate's parser) refuses in a path or a query.
+fn unsendable(b: u8) -> bool {
+    matches!(b, b'"' | b'<' | b'>' | b'`')
 }
 
 #[cfg(test)]
@@ -99,10 +113,47 @@ mod tests {
     }
 
     #[test]
+    fn what_passes_is_a_uri_the_client_can_send() {
+        // The upstream URL is built by appending the target to the base; the
+        // client (ureq, through the `http` crate) refuses to send a URI it cannot
+        // parse, and that failure must never reach the upstream's breaker. So a
+        // byte passes the check only where that parser takes it.
+        let mut differ = Vec::new();
+        for b in 0x20u8..=0x7f {
+            let c = b as char;
+            let path = format!("/a{c}b");
+            let query = format!("x{c}y");
+            for (what, target, ours) in [
+                ("path", format!("http://h/base{path}"), check(&path, None)),
+                (
+                    "query",
+                    format!("http://h/base/a?{query}"),
+                    check("/a", Some(&query)),
+                ),
+            ] {
+                let theirs = target.parse::<ureq::http::Uri>().is_ok();
+                if ours.is_ok() && !theirs {
+                    differ.push(format!("{what} {c:?}"));
+                }
+            }
+        }
+        assert!(
+            differ.is_empty(),
+            "passed the check, refused by the URI parser: {differ:?}"
+        );
+    }
+
+    #[test]
     fn malformed_targets_are_refused() {
         for path in ["x", "/a b", "/a#b", "/a%", "/a%4", "/a%zz", "/caf\u{e9}"] {
             assert_eq!(check(path, None), Err(Refused::Malformed), "{path:?}");
         }
         assert_eq!(check("/a", Some("x=1#frag")), Err(Refused::Malformed));
+        for path in ["/a<b", "/a>b", "/a`b", "/a\"b"] {
+            assert_eq!(check(path, None), Err(Refused::Malformed), "{path:?}");
+        }
+        for query in ["f={\"a\":1}", "x=<y>", "x=`y`"] {
+            assert_eq!(check("/a", Some(query)), Err(Refused::Malformed), "{query:?}");
+        }
     }
 }

@@ -18,6 +18,9 @@ pub enum UpstreamError {
     Timeout,
     /// The body is larger than the relay keeps: 502.
     TooLarge,
+    /// No request could be made of the target (the client refused the URL):
+    /// nothing reached the upstream, so its breaker is not told. 502.
+    Unsendable(String),
 }
 
 pub struct Upstream {
@@ -106,6 +109,7 @@ fn classify(e: ureq::Error) -> UpstreamError {
             UpstreamError::Timeout
         }
         ureq::Error::BodyExceedsLimit(_) => UpstreamError::TooLarge,
+        e @ (ureq::Error::Http(_) | ureq::Error::BadUri(_)) => UpstreamError::Unsendable(e.to_string()),
         other => UpstreamError::Unreachable(other.to_string()),
     }
 }
