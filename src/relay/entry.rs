@@ -107,8 +107,8 @@ impl Entry {
     }
 
     /// An entry read back from the shared cache.
-    pub fn restore(status: u16, headers: Vec<(String, String)>, body: Vec<u8>, life: Lifetime) -> Entry {
-        Entry::assemble(status, relayed(&headers), body.into(), Some(life))
+    pub fn restore(status: u16, headers: Vec<(String, String)>, body: Arc<[u8]>, life: Lifetime) -> Entry {
+        Entry::assemble(status, relayed(&headers), body, Some(life))
     }
 
     fn assemble(

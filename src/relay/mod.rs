@@ -35,7 +35,7 @@ use entry::{Entry, Received};
 pub(crate) use fetch::Job;
 use fetch::Jobs;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -168,6 +168,11 @@ pub struct Relay {
     /// flag says whether this instance's fetch lease on the key is released
     /// once the row is in.
     writes: SyncSender<Write>,
+    /// Bytes of the level-2 writes queued (keys, header lines, bodies), which
+    /// may not pass `write_budget`: a body is shared with its entry, but one the
+    /// memory cache evicts lives on in the queue until written.
+    queued_bytes: Arc<AtomicUsize>,
+    write_budget: usize,
     /// This process's name on fetch leases (random).
     holder: String,
     timeout: Duration,
@@ -184,8 +189,9 @@ const LEASE_POLL: Duration = Duration::from_millis(10);
 /// Jobs that may wait for a fetch thread; past this, a miss is answered 503.
 const MAX_QUEUED_FETCHES: usize = 4096;
 
-/// Level-2 writes that may wait; past this they are dropped (counted): the
-/// shared cache is an optimisation, never a reason to hold memory.
+/// Level-2 writes that may wait; past this, or past `--cache-bytes` of them,
+/// they are dropped (counted): the shared cache is an optimisation, never a
+/// reason to hold memory.
 const MAX_QUEUED_WRITES: usize = 1024;
 
 impl Relay {
@@ -193,6 +199,7 @@ impl Relay {
     pub fn start(settings: Settings, db: Arc<Db>) -> Result<Arc<Relay>, String> {
         let jobs = Arc::new(Jobs::new(MAX_QUEUED_FETCHES));
         let (writes, queued) = sync_channel(MAX_QUEUED_WRITES);
+        let queued_bytes = Arc::new(AtomicUsize::new(0));
         let mut id = [0u8; 8];
         getrandom::getrandom(&mut id).map_err(|e| format!("os rng: {e}"))?;
         let holder = encode_hex(&id);
@@ -211,6 +218,8 @@ impl Relay {
             breaker: Breaker::new("upstream", settings.breaker_failures, settings.breaker_reset),
             db: Arc::clone(&db),
             writes,
+            queued_bytes: Arc::clone(&queued_bytes),
+            write_budget: usize::try_from(settings.cache_bytes).unwrap_or(usize::MAX),
             holder: holder.clone(),
             timeout: settings.timeout,
             figures: Figures::default(),
@@ -218,7 +227,7 @@ impl Relay {
         fetch::start(&relay, &jobs, settings.connections, Relay::run)?;
         std::thread::Builder::new()
             .name("relay-l2-writer".into())
-            .spawn(move || write_behind(&db, &queued, &holder))
+            .spawn(move || write_behind(&db, &queued, &queued_bytes, &holder))
             .map_err(|e| format!("cannot start the relay's writer: {e}"))?;
         Ok(relay)
     }
@@ -300,14 +309,22 @@ impl Relay {
         let (fetched, store, leased) = fetched;
         self.land(&job.key, &fetched);
         // Behind the responses: the shared level, then the lease (other
-        // instances waiting on it find the row first).
-        match (store, &fetched.result) {
+        // instances waiting on it find the row first). A panic here must not end
+        // the fetch thread: the waiters are answered, the lease times out.
+        let behind = catch_unwind(AssertUnwindSafe(|| match (store, &fetched.result) {
             (Some(entry), Ok(_)) => self.write_behind(&job.key, &entry, leased),
-            _ if leased => {
-                let _ = http_cache::release(&self.db, &[&self.shared_key(&job.key)], &self.holder);
-            }
+            _ if leased => self.release_lease(&job.key),
             _ => {}
+        }));
+        if behind.is_err() {
+            tracing::error!(request_id = &*job.request_id, "a relay level-2 write panicked");
         }
+    }
+
+    /// Gives this instance's fetch lease on `key` back, so other instances stop
+    /// waiting for a row that will not come.
+    fn release_lease(&self, key: &str) {
+        let _ = http_cache::release(&self.db, &[&self.shared_key(key)], &self.holder);
     }
 
     /// Takes this instance's fetch lease on `key`; a database that is down
@@ -517,13 +534,33 @@ impl Relay {
         format!("{}{}", self.base, key)
     }
 
-    /// Queues `entry` for level 2; a full queue drops it (counted).
+    /// Queues `entry` for level 2; a full queue (in writes or in bytes) drops it
+    /// (counted), and gives the lease back at once.
     fn write_behind(&self, key: &str, entry: &Entry, release: bool) {
-        let Some(life) = entry.life else { return };
+        let Some(life) = entry.life else {
+            if release {
+                self.release_lease(key);
+            }
+            return;
+        };
+        let shared_key = self.shared_key(key);
+        let bytes = shared_key.len() + entry.lines.len() + entry.body.len();
+        let queued = self.queued_bytes.fetch_add(bytes, Relaxed) + bytes;
+        let drop_it = |relay: &Relay| {
+            relay.queued_bytes.fetch_sub(bytes, Relaxed);
+            relay.figures.shared_dropped.fetch_add(1, Relaxed);
+            if release {
+                relay.release_lease(key);
+            }
+        };
+        if queued > self.write_budget {
+            drop_it(self);
+            return;
+        }
         let row = Row {
             status: entry.status,
-            header_lines: entry.lines.to_vec(),
-            body: entry.body.to_vec(),
+            header_lines: Arc::clone(&entry.lines),
+            body: Arc::clone(&entry.body),
             stored_at: life.stored_at as i64,
             initial_age: life.initial_age as i64,
             fresh: life.fresh as i64,
@@ -531,13 +568,11 @@ impl Relay {
             sie: life.stale_if_error as i64,
             useless_after: life.useless_after() as i64,
         };
-        match self.writes.try_send((self.shared_key(key), row, release)) {
+        match self.writes.try_send((shared_key, row, release)) {
             Ok(()) => {
                 self.figures.shared_writes.fetch_add(1, Relaxed);
             }
-            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
-                self.figures.shared_dropped.fetch_add(1, Relaxed);
-            }
+            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => drop_it(self),
         }
     }
 
@@ -594,7 +629,12 @@ fn parse_lines(lines: &[u8]) -> Vec<(String, String)> {
 /// The level-2 writer: batches queued rows into one transaction, then gives
 /// back the fetch leases of their keys, and purges useless rows (and leases)
 /// once a minute. Ends when the relay is gone.
-fn write_behind(db: &Db, queued: &Receiver<Write>, holder: &str) {
+/// The bytes a queued write counts against the budget (see `Relay::write_behind`).
+fn write_bytes((key, row, _): &Write) -> usize {
+    key.len() + row.header_lines.len() + row.body.len()
+}
+
+fn write_behind(db: &Db, queued: &Receiver<Write>, queued_bytes: &AtomicUsize, holder: &str) {
     const BATCH: usize = 64;
     let mut last_purge = Instant::now();
     loop {
@@ -619,6 +659,7 @@ fn write_behind(db: &Db, queued: &Receiver<Write>, holder: &str) {
             if !leased.is_empty() {
                 let _ = http_cache::release(db, &leased, holder);
             }
+            queued_bytes.fetch_sub(batch.iter().map(write_bytes).sum(), Relaxed);
         }
         if last_purge.elapsed() >= Duration::from_secs(60) {
             last_purge = Instant::now();

@@ -3,14 +3,16 @@
 //! more. Rows are plain data here; the relay decides what they mean.
 
 use super::db::{Db, DbError};
+use std::sync::Arc;
 
 /// One stored response.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Row {
     pub status: u16,
     /// Header text, each field `\r\nName: value`.
-    pub header_lines: Vec<u8>,
-    pub body: Vec<u8>,
+    pub header_lines: Arc<[u8]>,
+    /// Shared with the cache entry it was made from: queuing a write copies nothing.
+    pub body: Arc<[u8]>,
     /// Milliseconds since the epoch.
     pub stored_at: i64,
     /// Seconds.
@@ -42,8 +44,8 @@ pub fn get(db: &Db, key: &str, now_ms: i64) -> Result<Option<Row>, DbError> {
         .map_err(|e| db.failed(e))?;
     Ok(row.map(|r| Row {
         status: r.get::<_, i16>(0) as u16,
-        header_lines: r.get(1),
-        body: r.get(2),
+        header_lines: r.get::<_, Vec<u8>>(1).into(),
+        body: r.get::<_, Vec<u8>>(2).into(),
         stored_at: r.get(3),
         initial_age: r.get(4),
         fresh: r.get(5),
@@ -61,13 +63,14 @@ pub fn put(db: &Db, rows: &[(String, Row)]) -> Result<(), DbError> {
     let statement = tx.prepare(PUT).map_err(|e| db.failed(e))?;
     for (key, r) in rows {
         let status = r.status as i16;
+        let (header_lines, body): (&[u8], &[u8]) = (&r.header_lines, &r.body);
         tx.execute(
             &statement,
             &[
                 key,
                 &status,
-                &r.header_lines,
-                &r.body,
+                &header_lines,
+                &body,
                 &r.stored_at,
                 &r.initial_age,
                 &r.fresh,
