@@ -171,8 +171,7 @@ pub struct Relay {
     /// Bytes of the level-2 writes queued (keys, header lines, bodies), which
     /// may not pass `write_budget`: a body is shared with its entry, but one the
     /// memory cache evicts lives on in the queue until written.
-    queued_bytes: Arc<AtomicUsize>,
-    write_budget: usize,
+    queued_bytes: Arc<Budget>,
     /// This process's name on fetch leases (random).
     holder: String,
     timeout: Duration,
@@ -199,7 +198,9 @@ impl Relay {
     pub fn start(settings: Settings, db: Arc<Db>) -> Result<Arc<Relay>, String> {
         let jobs = Arc::new(Jobs::new(MAX_QUEUED_FETCHES));
         let (writes, queued) = sync_channel(MAX_QUEUED_WRITES);
-        let queued_bytes = Arc::new(AtomicUsize::new(0));
+        let queued_bytes = Arc::new(Budget::new(
+            usize::try_from(settings.cache_bytes).unwrap_or(usize::MAX),
+        ));
         let mut id = [0u8; 8];
         getrandom::getrandom(&mut id).map_err(|e| format!("os rng: {e}"))?;
         let holder = encode_hex(&id);
@@ -219,7 +220,6 @@ impl Relay {
             db: Arc::clone(&db),
             writes,
             queued_bytes: Arc::clone(&queued_bytes),
-            write_budget: usize::try_from(settings.cache_bytes).unwrap_or(usize::MAX),
             holder: holder.clone(),
             timeout: settings.timeout,
             figures: Figures::default(),
@@ -545,15 +545,13 @@ impl Relay {
         };
         let shared_key = self.shared_key(key);
         let bytes = shared_key.len() + entry.lines.len() + entry.body.len();
-        let queued = self.queued_bytes.fetch_add(bytes, Relaxed) + bytes;
         let drop_it = |relay: &Relay| {
-            relay.queued_bytes.fetch_sub(bytes, Relaxed);
             relay.figures.shared_dropped.fetch_add(1, Relaxed);
             if release {
                 relay.release_lease(key);
             }
         };
-        if queued > self.write_budget {
+        if !self.queued_bytes.take(bytes) {
             drop_it(self);
             return;
         }
@@ -572,7 +570,10 @@ impl Relay {
             Ok(()) => {
                 self.figures.shared_writes.fetch_add(1, Relaxed);
             }
-            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => drop_it(self),
+            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
+                self.queued_bytes.give(bytes);
+                drop_it(self);
+            }
         }
     }
 
@@ -629,12 +630,41 @@ fn parse_lines(lines: &[u8]) -> Vec<(String, String)> {
 /// The level-2 writer: batches queued rows into one transaction, then gives
 /// back the fetch leases of their keys, and purges useless rows (and leases)
 /// once a minute. Ends when the relay is gone.
+/// A number of bytes that may be in use at once, taken and given back by any
+/// thread.
+struct Budget {
+    used: AtomicUsize,
+    limit: usize,
+}
+
+impl Budget {
+    fn new(limit: usize) -> Budget {
+        Budget {
+            used: AtomicUsize::new(0),
+            limit,
+        }
+    }
+
+    /// Takes `n` bytes if that stays within the limit.
+    fn take(&self, n: usize) -> bool {
+        self.used
+            .fetch_update(Relaxed, Relaxed, |used| {
+                used.checked_add(n).filter(|&total| total <= self.limit)
+            })
+            .is_ok()
+    }
+
+    fn give(&self, n: usize) {
+        self.used.fetch_sub(n, Relaxed);
+    }
+}
+
 /// The bytes a queued write counts against the budget (see `Relay::write_behind`).
 fn write_bytes((key, row, _): &Write) -> usize {
     key.len() + row.header_lines.len() + row.body.len()
 }
 
-fn write_behind(db: &Db, queued: &Receiver<Write>, queued_bytes: &AtomicUsize, holder: &str) {
+fn write_behind(db: &Db, queued: &Receiver<Write>, queued_bytes: &Budget, holder: &str) {
     const BATCH: usize = 64;
     let mut last_purge = Instant::now();
     loop {
@@ -659,7 +689,7 @@ fn write_behind(db: &Db, queued: &Receiver<Write>, queued_bytes: &AtomicUsize, h
             if !leased.is_empty() {
                 let _ = http_cache::release(db, &leased, holder);
             }
-            queued_bytes.fetch_sub(batch.iter().map(write_bytes).sum(), Relaxed);
+            queued_bytes.give(batch.iter().map(write_bytes).sum());
         }
         if last_purge.elapsed() >= Duration::from_secs(60) {
             last_purge = Instant::now();
@@ -671,6 +701,22 @@ fn write_behind(db: &Db, queued: &Receiver<Write>, queued_bytes: &AtomicUsize, h
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_write_budget_refuses_what_would_pass_it_and_takes_back_what_is_given() {
+        let b = Budget::new(100);
+        assert!(b.take(60));
+        assert!(!b.take(41), "60 + 41 > 100");
+        assert!(b.take(40), "a refusal took nothing");
+        assert!(!b.take(1));
+        b.give(60);
+        assert!(b.take(60));
+        assert!(
+            !Budget::new(10).take(11),
+            "one write larger than the whole budget"
+        );
+        assert!(!b.take(usize::MAX), "no overflow");
+    }
 
     #[test]
     fn header_lines_parse_back_into_fields() {
