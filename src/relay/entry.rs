@@ -83,6 +83,22 @@ impl Entry {
         Entry::assemble(received.status, headers, received.body.into(), life)
     }
 
+    /// Whether a 304 is about this entry (RFC 9111 §4.3.4): an ETag in the 304
+    /// must name this entry's (compared weakly: `W/` aside); a 304 without one is
+    /// taken as validating what was asked for.
+    pub fn validated_by(&self, not_modified: &Received) -> bool {
+        let opaque = |tag: &str| tag.trim().trim_start_matches("W/").to_string();
+        let named = not_modified
+            .headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case("etag"))
+            .map(|(_, v)| opaque(v));
+        match named {
+            None => true,
+            Some(tag) => self.etag.as_deref().map(opaque) == Some(tag),
+        }
+    }
+
     /// This entry revalidated by a 304 received at `now_ms`: its body, with the
     /// 304's fields replacing the stored ones of the same name (RFC 9111 §4.3.4),
     /// and a lifetime decided anew.
@@ -237,6 +253,27 @@ mod tests {
                 .collect(),
             body: b"{}".to_vec(),
         }
+    }
+
+    #[test]
+    fn a_304_validates_only_the_entry_its_strong_etag_names() {
+        let e = Entry::new(
+            received(&[("ETag", "\"v1\""), ("Cache-Control", "max-age=0")]),
+            &DEFAULTS,
+            0,
+        );
+        let not_modified = |headers: &[(&str, &str)]| Received {
+            status: 304,
+            ..received(headers)
+        };
+        assert!(e.validated_by(&not_modified(&[("ETag", "\"v1\"")])));
+        assert!(e.validated_by(&not_modified(&[])), "no validator in the 304");
+        assert!(
+            e.validated_by(&not_modified(&[("ETag", "W/\"v1\"")])),
+            "compared weakly"
+        );
+        assert!(!e.validated_by(&not_modified(&[("ETag", "\"v2\"")])));
+        assert!(!e.validated_by(&not_modified(&[("ETag", "W/\"v2\"")])));
     }
 
     #[test]

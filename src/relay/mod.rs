@@ -461,6 +461,18 @@ impl Relay {
                 })
         };
         match got {
+            // A 304 naming another representation than the stored one renews
+            // nothing: ask again, without conditions.
+            Ok(received)
+                if received.status == 304
+                    && stale.as_ref().is_some_and(|old| !old.validated_by(&received)) =>
+            {
+                tracing::debug!(
+                    request_id = &*job.request_id,
+                    "upstream 304 for another ETag; fetching again"
+                );
+                self.ask_upstream(job, None)
+            }
             Ok(received) if received.status == 304 => match &stale {
                 Some(old) => {
                     let renewed = Arc::new(old.renewed(&received, &self.defaults, now));
