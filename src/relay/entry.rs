@@ -111,10 +111,19 @@ impl Entry {
             .cloned()
             .collect();
         headers.extend(update);
-        let pairs: Vec<(String, String)> = headers
+        let mut pairs: Vec<(String, String)> = headers
             .iter()
             .map(|(n, v)| (n.to_string(), v.to_string()))
             .collect();
+        // The lifetime is the 304's: counted from its own Date (Expires - Date)
+        // and Age, which are not kept among the relayed fields.
+        pairs.extend(
+            not_modified
+                .headers
+                .iter()
+                .filter(|(n, _)| n.eq_ignore_ascii_case("date") || n.eq_ignore_ascii_case("age"))
+                .cloned(),
+        );
         let life = match policy::decide(&describe(self.status, &pairs), defaults, now_ms) {
             Decision::Store(life) => Some(life),
             Decision::Pass(_) => None,
@@ -253,6 +262,25 @@ mod tests {
                 .collect(),
             body: b"{}".to_vec(),
         }
+    }
+
+    #[test]
+    fn a_renewal_counts_its_lifetime_from_the_304s_date_and_age() {
+        // The origin's clock is 100 s behind ours: Expires - Date is what it means.
+        let now = 1_700_000_000_000u64;
+        let date = httpdate::fmt_http_date(std::time::UNIX_EPOCH + Duration::from_millis(now - 100_000));
+        let expires = httpdate::fmt_http_date(std::time::UNIX_EPOCH + Duration::from_millis(now - 40_000));
+        let e = Entry::new(
+            received(&[("Date", &date), ("Expires", &expires), ("ETag", "\"v1\"")]),
+            &DEFAULTS,
+            now,
+        );
+        let not_modified = Received {
+            status: 304,
+            ..received(&[("Date", &date), ("Expires", &expires), ("Age", "10")])
+        };
+        let life = e.renewed(&not_modified, &DEFAULTS, now).life.expect("kept");
+        assert_eq!((life.fresh, life.initial_age), (60, 10));
     }
 
     #[test]
