@@ -276,6 +276,10 @@ fn paths_that_could_leave_the_upstream_base_are_refused() {
         "/relay//evil.example/x",
         "/relay/%252e%252e/x",
         "/relay/a%00b",
+        "/relay/.../x",
+        "/relay/..;/x",
+        "/relay/..%20/x",
+        "/relay/%c0%ae%c0%ae/x",
         // Bytes a URI may not hold, which the upstream client refuses to send.
         "/relay/a<b",
         "/relay/a>b",

@@ -4,7 +4,10 @@
 //! The rule is strict rather than clever: a relayed path is made of segments of
 //! visible ASCII, none empty, none `.` or `..`, with no backslash, no `#`, and no
 //! percent-encoding of a dot, a slash, a backslash or a control byte (so no
-//! decoding here or upstream can turn it into a traversal). Neither the path nor
+//! decoding here or upstream can turn it into a traversal), no segment that is
+//! only dots and spaces before a `;` (`...`, `..%20`, `..;x`, which some servers
+//! read as `..`), and no encoded bytes that are not UTF-8 (overlong `%c0%ae` is
+//! a dot to a lax decoder). Neither the path nor
 //! the query may hold `"`, `<`, `>` or `` ` `` (RFC 3986 allows none of them
 //! unencoded, and the upstream client refuses to send some): a target the client
 //! cannot send would fail without reaching the upstream, and must not count
@@ -39,26 +42,7 @@ pub fn check(path: &str, query: Option<&str>) -> Result<(), Refused> {
         if matches!(segment, b"" | b"." | b"..") {
             return Err(Refused::Escapes);
         }
-        for (i, &b) in segment.iter().enumerate() {
-            match b {
-                b'\\' => return Err(Refused::Escapes),
-                b'#' | b'?' => return Err(Refused::Malformed),
-                b if unsendable(b) => return Err(Refused::Malformed),
-                b'%' => {
-                    let mut value = [0u8];
-                    segment
-                        .get(i + 1..i + 3)
-                        .and_then(|h| decode_hex(h, &mut value))
-                        .ok_or(Refused::Malformed)?;
-                    let [value] = value;
-                    if matches!(value, b'.' | b'/' | b'\\' | b'%') || value < 0x20 || value == 0x7f {
-                        return Err(Refused::Escapes);
-                    }
-                }
-                0x21..=0x7e => {}
-                _ => return Err(Refused::Malformed),
-            }
-        }
+        check_segment(segment)?;
     }
     if query.is_some_and(|q| {
         q.bytes()
@@ -67,6 +51,103 @@ pub fn check(path: &str, query: Option<&str>) -> Result<(), Refused> {
         return Err(Refused::Malformed);
     }
     Ok(())
+}
+
+/// One path segment, byte by byte as it decodes. Besides the bytes refused
+/// outright, two things some upstreams would turn into `..` are refused:
+/// a segment that is only dots and spaces before any `;` (`...`, `.. ` from
+/// `..%20`, `..;x`: servers that trim trailing dots and spaces, or take `;`
+/// as the start of path parameters, see `..`), and encoded bytes that are not
+/// UTF-8, overlong forms included (`%c0%ae`, which a lax decoder reads as `.`).
+fn check_segment(segment: &[u8]) -> Result<(), Refused> {
+    let mut utf8 = Utf8::default();
+    let mut before_params = true;
+    let mut only_dots_and_spaces = true;
+    let mut has_dot = false;
+    let mut i = 0;
+    while i < segment.len() {
+        let b = segment[i];
+        let decoded = match b {
+            b'\\' => return Err(Refused::Escapes),
+            b'#' | b'?' => return Err(Refused::Malformed),
+            b if unsendable(b) => return Err(Refused::Malformed),
+            b'%' => {
+                let mut value = [0u8];
+                segment
+                    .get(i + 1..i + 3)
+                    .and_then(|h| decode_hex(h, &mut value))
+                    .ok_or(Refused::Malformed)?;
+                let [value] = value;
+                if matches!(value, b'.' | b'/' | b'\\' | b'%') || value < 0x20 || value == 0x7f {
+                    return Err(Refused::Escapes);
+                }
+                i += 2;
+                value
+            }
+            0x21..=0x7e => b,
+            _ => return Err(Refused::Malformed),
+        };
+        if !utf8.push(decoded) {
+            return Err(Refused::Escapes);
+        }
+        if decoded == b';' {
+            before_params = false;
+        } else if before_params {
+            only_dots_and_spaces &= matches!(decoded, b'.' | b' ');
+            has_dot |= decoded == b'.';
+        }
+        i += 1;
+    }
+    if !utf8.complete() {
+        return Err(Refused::Escapes);
+    }
+    if only_dots_and_spaces && has_dot {
+        return Err(Refused::Escapes);
+    }
+    Ok(())
+}
+
+/// A UTF-8 validator fed one byte at a time (the ranges of RFC 3629 §4, which
+/// leave out overlong forms and surrogates).
+#[derive(Default)]
+struct Utf8 {
+    /// Continuation bytes still due.
+    due: u8,
+    /// The range the next continuation byte must fall in.
+    lo: u8,
+    hi: u8,
+}
+
+impl Utf8 {
+    /// Takes the next byte; false when the sequence is not UTF-8.
+    fn push(&mut self, b: u8) -> bool {
+        if self.due > 0 {
+            if !(self.lo..=self.hi).contains(&b) {
+                return false;
+            }
+            self.due -= 1;
+            (self.lo, self.hi) = (0x80, 0xbf);
+            return true;
+        }
+        let (due, lo, hi) = match b {
+            0x00..=0x7f => return true,
+            0xc2..=0xdf => (1, 0x80, 0xbf),
+            0xe0 => (2, 0xa0, 0xbf),
+            0xe1..=0xec | 0xee..=0xef => (2, 0x80, 0xbf),
+            0xed => (2, 0x80, 0x9f),
+            0xf0 => (3, 0x90, 0xbf),
+            0xf1..=0xf3 => (3, 0x80, 0xbf),
+            0xf4 => (3, 0x80, 0x8f),
+            _ => return false,
+        };
+        (self.due, self.lo, self.hi) = (due, lo, hi);
+        true
+    }
+
+    /// Whether the bytes so far end on a whole character.
+    fn complete(&self) -> bool {
+        self.due == 0
+    }
 }
 
 /// Visible ASCII that a URI may not hold unencoded and the upstream client
@@ -85,6 +166,10 @@ mod tests {
         assert_eq!(check("/", None), Ok(()));
         assert_eq!(check("/items/7", Some("a=1&b=%20x")), Ok(()));
         assert_eq!(check("/caf%C3%A9/v1.2/..x", None), Ok(()));
+        assert_eq!(
+            check("/a./.hidden/x..;v=1/;p/%F0%9F%98%80/%E2%82%AC", None),
+            Ok(())
+        );
     }
 
     #[test]
@@ -107,6 +192,18 @@ mod tests {
             "/%252e%252e/x",
             "/a%00b",
             "/a%0d%0ab",
+            // What some upstreams normalise to `..`.
+            "/.../x",
+            "/..%20/x",
+            "/..;/x",
+            "/..;jsessionid=1/x",
+            // Overlong and broken UTF-8.
+            "/%c0%ae%c0%ae/x",
+            "/%e0%80%ae/x",
+            "/%c3",
+            "/%c3x",
+            "/%ed%a0%80",
+            "/%f8%80%80%80%80",
         ] {
             assert_eq!(check(path, None), Err(Refused::Escapes), "{path}");
         }
