@@ -359,6 +359,61 @@ fn upstream_failures_are_502_504_or_relayed_as_they_are() {
 }
 
 #[test]
+fn misses_that_waited_out_the_timeout_for_a_fetch_thread_are_answered_without_the_upstream() {
+    // One fetch thread, an upstream a little faster than the timeout: the first
+    // miss is fetched, and a miss still queued a whole timeout later is answered
+    // 504 at once instead of going upstream after all. A slower machine only
+    // makes queued misses older, so more of them expire, never fewer.
+    let db = TestDb::new("relay_expire");
+    let upstream = Upstream::start();
+    let timeout = bound(Duration::from_millis(150));
+    let timeout_flag = format!("{}ms", timeout.as_millis());
+    let server = relay(
+        &db,
+        &upstream,
+        &[
+            "--relay-connections",
+            "1",
+            "--relay-timeout",
+            &timeout_flag,
+            "--breaker-failures",
+            "1000",
+        ],
+    );
+    // Each fetch takes half the timeout: the second miss starts after half a
+    // timeout in the queue, the fourth after a timeout and a half.
+    let delay = timeout.as_millis() / 2;
+    let misses = 4;
+    let addr = server.addr;
+    let answers: Vec<Response> = (0..misses)
+        .map(|i| std::thread::spawn(move || get(addr, &format!("/relay/q{i}?delay_ms={delay}"), "")))
+        .collect::<Vec<_>>()
+        .into_iter()
+        .map(|t| t.join().unwrap())
+        .collect();
+    let expired: Vec<&Response> = answers.iter().filter(|r| r.status == 504).collect();
+    for r in &answers {
+        assert!(matches!(r.status, 200 | 504), "{} {}", r.status, r.text());
+    }
+    assert!(
+        !expired.is_empty(),
+        "no miss expired in the queue: {:?}",
+        answers.iter().map(|r| r.status).collect::<Vec<_>>()
+    );
+    for r in &expired {
+        assert_eq!(r.json()["error"], "gateway_timeout");
+    }
+    let asked = upstream.total();
+    assert!(asked < misses as u64, "every miss went upstream ({asked})");
+    // (A miss may have both asked and timed out upstream on a very slow machine.)
+    assert!(
+        asked as usize + expired.len() >= misses,
+        "each miss asked the upstream or expired: {asked} asked, {} expired",
+        expired.len()
+    );
+}
+
+#[test]
 fn the_upstream_breaker_opens_and_then_fails_fast() {
     let db = TestDb::new("relay_breaker");
     let url = DEAD_UPSTREAM.to_string();

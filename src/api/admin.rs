@@ -128,6 +128,7 @@ fn caches_json(st: &State, with_shared: bool) -> serde_json::Value {
             "upstream_requests": f.upstream_requests.load(Relaxed),
             "upstream_failures": f.upstream_failures.load(Relaxed),
             "refused": f.refused.load(Relaxed),
+            "expired_in_queue": f.expired.load(Relaxed),
             "in_flight": flights,
             "fetches_queued": queued,
         }));

@@ -150,6 +150,9 @@ pub struct Figures {
     pub shared_hits: AtomicU64,
     pub shared_writes: AtomicU64,
     pub shared_dropped: AtomicU64,
+    /// Fetches answered without asking the upstream: they waited for a fetch
+    /// thread longer than the upstream timeout.
+    pub expired: AtomicU64,
     pub refused: AtomicU64,
 }
 
@@ -281,6 +284,7 @@ impl Relay {
         let job = Job {
             key: target.into(),
             request_id: request_id.into(),
+            queued_at: Instant::now(),
         };
         if let Err(job) = self.jobs.push(job) {
             self.figures.refused.fetch_add(1, Relaxed);
@@ -371,6 +375,25 @@ impl Relay {
         let now = now_ms();
         // The flight may have started just after another landed and filled it.
         let mut stale = self.memory.peek(key).filter(|e| e.life.is_some());
+        // Waiting for a fetch thread took the whole upstream timeout (every
+        // thread busy with a slow upstream): its waiters get what a timeout
+        // gives (stale within stale-if-error, else 504) now, not one more
+        // timeout later, and the queue drains instead of growing old.
+        if job.queued_at.elapsed() >= self.timeout {
+            tracing::debug!(request_id = &*job.request_id, "relay fetch expired in the queue");
+            self.figures.expired.fetch_add(1, Relaxed);
+            let served = stale
+                .filter(|e| !matches!(usable(e, now), None | Some(Freshness::Expired)))
+                .map(|e| {
+                    self.figures.stale.fetch_add(1, Relaxed);
+                    Fetched::entry(e, XCache::Stale)
+                });
+            return (
+                served.unwrap_or_else(|| Fetched::error(RelayError::Timeout)),
+                None,
+                false,
+            );
+        }
         if let Some(e) = stale
             .as_ref()
             .filter(|e| usable(e, now) == Some(Freshness::Fresh))
