@@ -141,7 +141,7 @@ pub struct Args {
     pub shed_target: Duration,
 
     /// How long the queue wait must stay above --shed-target before shedding starts.
-    #[arg(long, env = "SHED_INTERVAL", default_value = "50ms", value_parser = parse_duration)]
+    #[arg(long, env = "SHED_INTERVAL", default_value = "20ms", value_parser = parse_duration)]
     pub shed_interval: Duration,
 
     /// Rate limits per tier: anonymous (per client IP), free, pro, enterprise (per user), each QUOTA/WINDOW with WINDOW s, m, h or a duration such as 15m; tiers left out keep their default. `off` disables rate limiting.
