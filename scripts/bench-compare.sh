@@ -5,7 +5,9 @@
 # alike. Loads (LOADS, default all four): health: GET /health (wrk -c64); event:
 # POST /event (load-client, 64 connections); counter: POST /api/v1/counter
 # (load-client, 64 connections); sample: POST /api/sample (load-client, 16
-# connections: one group-commit batch in flight). Each server runs alone on
+# connections: one group-commit batch in flight); read: GET /api/sample/{id} with
+# the read cache off (load-client, 64 connections: a database read each). Each
+# server runs alone on
 # CPU 1 with 1 worker, the load on CPU 0. Reports req/s and the server's CPU time
 # per request (median of ROUNDS) and new over old. Writes bench-results/compare.md.
 #
@@ -37,9 +39,10 @@ hz=$(getconf CLK_TCK)
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 
 measure() { # measure BIN LOAD: prints "req/s us-per-request"
-    local url b a n rate
+    local url b a n rate extra=()
     url=$(fresh_db crudrs_bench_compare)
-    taskset -c "$SERVER_CPU" "$1" 1 --port "$PORT" --database-url "$url" --data-dir "$tmp/data" --no-stats \
+    [ "$2" = read ] && extra=(--read-cache-bytes 0)
+    taskset -c "$SERVER_CPU" "$1" 1 --port "$PORT" --database-url "$url" --data-dir "$tmp/data" --no-stats "${extra[@]}" \
         >/dev/null 2>"$tmp/server.log" &
     srv=$!
     wait_port "$PORT"
@@ -51,10 +54,11 @@ measure() { # measure BIN LOAD: prints "req/s us-per-request"
         rate=$(echo "$out" | rps)
         n=$(echo "$out" | awk '/requests in/ {print $1}')
         ;;
-    event | counter | sample)
+    event | counter | sample | read)
         local args=(--mix event) conns=64
         [ "$2" = counter ] && args=(--scenario counter)
         [ "$2" = sample ] && args=(--mix sample) conns=16
+        [ "$2" = read ] && args=(--mix get-sample)
         taskset -c "$LOAD_CPU" target/release/load-client 1 "$conns" "${args[@]}" --duration "$DURATION" \
             --target "http://127.0.0.1:$PORT" --quiet --json "$tmp/r.json" >/dev/null || echo "errors ($2)" >&2
         a=$(ticks "$srv")
@@ -71,7 +75,7 @@ median() { sort -n -k"$2" "$1" | awk -v k="$2" '{a[NR]=$k} END {print a[int((NR+
     echo
     echo "| load | old req/s | new req/s | new/old | old CPU us/req | new CPU us/req | old/new CPU |"
     echo "|---|---:|---:|---:|---:|---:|---:|"
-    for load in ${LOADS:-health event counter sample}; do
+    for load in ${LOADS:-health event counter sample read}; do
         : >"$tmp/old" && : >"$tmp/new"
         for _ in $(seq 1 "$ROUNDS"); do
             for i in 0 1; do measure "${bins[$i]}" "$load" >>"$tmp/${names[$i]}"; done

@@ -309,24 +309,86 @@ pub fn created(req: &Request<'_>, out: &mut Vec<u8>) -> Result<Reply, Error> {
     Ok(Reply::json(201))
 }
 
-fn sample_json(row: &Row) -> Result<serde_json::Value, ApiError> {
-    let fmt = |t: OffsetDateTime| t.format(&Rfc3339).map_err(|e| ApiError::Internal(e.to_string()));
-    let md5: &[u8] = row.get(1);
-    Ok(serde_json::json!({
-        "id": row.get::<_, i64>(0),
-        "img_md5": encode_hex(md5),
-        "timestamp": fmt(row.get(2))?,
-        "latitude": row.get::<_, f64>(3),
-        "longitude": row.get::<_, f64>(4),
-        "altitude": row.get::<_, f64>(5),
-        "metadata": row.get::<_, i32>(6),
-        "flora": row.get::<_, Vec<String>>(7),
-        "fauna": row.get::<_, Vec<String>>(8),
-        "calls": row.get::<_, Vec<String>>(9),
-        "created_at": fmt(row.get(10))?,
-        "owner": row.get::<_, String>(11),
-        "image_present": row.get::<_, bool>(12),
-    }))
+/// One sample as the API answers it, borrowing its text from the row: no
+/// `serde_json::Value` (a map of owned strings) per sample. The fields are in
+/// alphabetical order, so the bytes are the ones a `Value` (sorted keys) gave.
+#[derive(serde::Serialize)]
+struct SampleOut<'a> {
+    altitude: f64,
+    calls: Vec<&'a str>,
+    created_at: Rfc3339Time,
+    fauna: Vec<&'a str>,
+    flora: Vec<&'a str>,
+    id: i64,
+    image_present: bool,
+    img_md5: Hex<'a>,
+    latitude: f64,
+    longitude: f64,
+    metadata: i32,
+    owner: &'a str,
+    timestamp: Rfc3339Time,
+}
+
+/// A page of samples (fields in alphabetical order, like `SampleOut`).
+#[derive(serde::Serialize)]
+struct PageOut<'a> {
+    next_after: Option<i64>,
+    samples: Vec<SampleOut<'a>>,
+}
+
+/// A time written as RFC 3339 text, formatted on the stack.
+struct Rfc3339Time(OffsetDateTime);
+
+impl serde::Serialize for Rfc3339Time {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut buf = [0u8; 64];
+        let n = self
+            .0
+            .format_into(&mut &mut buf[..], &Rfc3339)
+            .map_err(serde::ser::Error::custom)?;
+        s.serialize_str(std::str::from_utf8(&buf[..n]).map_err(serde::ser::Error::custom)?)
+    }
+}
+
+/// Bytes written as lower-case hex text (an md5: on the stack).
+struct Hex<'a>(&'a [u8]);
+
+impl serde::Serialize for Hex<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut buf = [0u8; 64];
+        match buf.get_mut(..self.0.len() * 2) {
+            Some(out) => {
+                for (pair, b) in out.chunks_exact_mut(2).zip(self.0) {
+                    pair.copy_from_slice(hex_pair(*b).as_slice());
+                }
+                s.serialize_str(std::str::from_utf8(out).map_err(serde::ser::Error::custom)?)
+            }
+            None => s.serialize_str(&encode_hex(self.0)),
+        }
+    }
+}
+
+fn hex_pair(b: u8) -> [u8; 2] {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    [DIGITS[usize::from(b >> 4)], DIGITS[usize::from(b & 0xf)]]
+}
+
+fn sample_out(row: &Row) -> SampleOut<'_> {
+    SampleOut {
+        id: row.get(0),
+        img_md5: Hex(row.get(1)),
+        timestamp: Rfc3339Time(row.get(2)),
+        latitude: row.get(3),
+        longitude: row.get(4),
+        altitude: row.get(5),
+        metadata: row.get(6),
+        flora: row.get(7),
+        fauna: row.get(8),
+        calls: row.get(9),
+        created_at: Rfc3339Time(row.get(10)),
+        owner: row.get(11),
+        image_present: row.get(12),
+    }
 }
 
 pub fn get(st: &State, req: &Request<'_>, id: i64, out: &mut Vec<u8>) -> Result<Reply, Error> {
@@ -344,7 +406,7 @@ pub fn get(st: &State, req: &Request<'_>, id: i64, out: &mut Vec<u8>) -> Result<
         .query(&db.st.get_sample, &[&id])
         .map_err(|e| note(st, e))?;
     let row = rows.first().ok_or(ApiError::NotFound)?;
-    serde_json::to_writer(&mut *out, &sample_json(row)?).map_err(|e| ApiError::Internal(e.to_string()))?;
+    serde_json::to_writer(&mut *out, &sample_out(row)).map_err(|e| ApiError::Internal(e.to_string()))?;
     Ok(fresh(req, st.reads.keep_sample(key, out, at), out))
 }
 
@@ -428,23 +490,73 @@ pub fn list(st: &State, req: &Request<'_>, out: &mut Vec<u8>) -> Result<Reply, E
         .client
         .query(&db.st.list_samples, &[&after, &limit])
         .map_err(|e| note(st, e))?;
-    let samples = rows.iter().map(sample_json).collect::<Result<Vec<_>, _>>()?;
     // A full page may have more behind it; a short one is the end.
     let next_after = match rows.last() {
         Some(r) if rows.len() as i64 == limit => Some(r.get::<_, i64>(0)),
         _ => None,
     };
-    serde_json::to_writer(
-        &mut *out,
-        &serde_json::json!({ "samples": samples, "next_after": next_after }),
-    )
-    .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let page = PageOut {
+        next_after,
+        samples: rows.iter().map(sample_out).collect(),
+    };
+    serde_json::to_writer(&mut *out, &page).map_err(|e| ApiError::Internal(e.to_string()))?;
     Ok(fresh(req, st.reads.keep_page(req.query(), out, at), out))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_sample_serialises_to_the_bytes_a_json_value_gave() {
+        let t = OffsetDateTime::from_unix_timestamp(976_356_000).expect("a time");
+        let md5 = [
+            0xab_u8, 0x01, 0xff, 0x10, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 0xc0, 0xde,
+        ];
+        let out = SampleOut {
+            altitude: 4935.3,
+            calls: vec!["MORDECAI"],
+            created_at: Rfc3339Time(t),
+            fauna: vec![],
+            flora: vec!["ORCHID", "quote \" and \\ and é"],
+            id: 7,
+            image_present: false,
+            img_md5: Hex(&md5),
+            latitude: 4743.546754,
+            longitude: -0.5,
+            metadata: 35983465,
+            owner: "ann",
+            timestamp: Rfc3339Time(t),
+        };
+        let value = serde_json::json!({
+            "id": 7,
+            "img_md5": encode_hex(&md5),
+            "timestamp": t.format(&Rfc3339).expect("formats"),
+            "latitude": 4743.546754,
+            "longitude": -0.5,
+            "altitude": 4935.3,
+            "metadata": 35983465,
+            "flora": ["ORCHID", "quote \" and \\ and é"],
+            "fauna": Vec::<String>::new(),
+            "calls": ["MORDECAI"],
+            "created_at": t.format(&Rfc3339).expect("formats"),
+            "owner": "ann",
+            "image_present": false,
+        });
+        let page = |samples| serde_json::json!({ "samples": samples, "next_after": Some(7) });
+        assert_eq!(
+            serde_json::to_string(&out).expect("serialises"),
+            serde_json::to_string(&value).expect("serialises")
+        );
+        assert_eq!(
+            serde_json::to_string(&PageOut {
+                next_after: Some(7),
+                samples: vec![out],
+            })
+            .expect("serialises"),
+            serde_json::to_string(&page(vec![value])).expect("serialises")
+        );
+    }
 
     #[test]
     fn timestamps_accept_rfc3339_and_plain_dates() {
