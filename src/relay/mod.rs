@@ -171,9 +171,9 @@ pub struct Relay {
     /// flag says whether this instance's fetch lease on the key is released
     /// once the row is in.
     writes: SyncSender<Write>,
-    /// Bytes of the level-2 writes queued (keys, header lines, bodies), which
-    /// may not pass `write_budget`: a body is shared with its entry, but one the
-    /// memory cache evicts lives on in the queue until written.
+    /// Bytes of the level-2 writes queued (keys, header lines, bodies), at most
+    /// `--cache-bytes`: a body is shared with its entry, but one the memory
+    /// cache evicts lives on in the queue until written.
     queued_bytes: Arc<Budget>,
     /// This process's name on fetch leases (random).
     holder: String,
