@@ -353,19 +353,27 @@ impl Relay {
         let shared = self.shared_key(key);
         while Instant::now() < give_up {
             std::thread::sleep(LEASE_POLL);
-            let now = now_ms();
-            if let Some(e) = self.read_shared(key, now) {
-                let e = Arc::new(e);
-                if usable(&e, now) == Some(Freshness::Fresh) {
-                    self.memory.insert(key, Arc::clone(&e));
-                    return Some(e);
-                }
+            if let Some(e) = self.fresh_shared(key) {
+                return Some(e);
             }
-            if !http_cache::leased(&self.db, &shared, now as i64).unwrap_or(false) {
-                return None;
+            if !http_cache::leased(&self.db, &shared, now_ms() as i64).unwrap_or(false) {
+                // The holder writes its row, then gives the lease back: both
+                // may have happened between the read above and this check.
+                return self.fresh_shared(key);
             }
         }
         None
+    }
+
+    /// The level-2 entry for `key` when it is fresh, kept in level 1 too.
+    fn fresh_shared(&self, key: &str) -> Option<Arc<Entry>> {
+        let now = now_ms();
+        let e = Arc::new(self.read_shared(key, now)?);
+        if usable(&e, now) != Some(Freshness::Fresh) {
+            return None;
+        }
+        self.memory.insert(key, Arc::clone(&e));
+        Some(e)
     }
 
     /// Fetches `job.key`: what to answer, the entry to write to level 2, and
