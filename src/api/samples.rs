@@ -12,7 +12,7 @@ use super::reads::{self, Read};
 use super::request::{HeaderValue, Reply, Request};
 use super::state::State;
 use crate::store::db::DbError;
-use crate::store::hex::{decode_hex, encode_hex};
+use crate::store::hex::{decode_hex, encode_hex, hex_pair};
 use postgres::Row;
 use std::sync::Arc;
 use time::format_description::well_known::Rfc3339;
@@ -371,11 +371,6 @@ impl serde::Serialize for Hex<'_> {
             None => s.serialize_str(&encode_hex(self.0)),
         }
     }
-}
-
-fn hex_pair(b: u8) -> [u8; 2] {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    [DIGITS[usize::from(b >> 4)], DIGITS[usize::from(b & 0xf)]]
 }
 
 fn sample_out(row: &Row) -> SampleOut<'_> {

@@ -87,15 +87,17 @@ impl Entry {
     /// must name this entry's (compared weakly: `W/` aside); a 304 without one is
     /// taken as validating what was asked for.
     pub fn validated_by(&self, not_modified: &Received) -> bool {
-        let opaque = |tag: &str| tag.trim().trim_start_matches("W/").to_string();
         let named = not_modified
             .headers
             .iter()
             .find(|(n, _)| n.eq_ignore_ascii_case("etag"))
-            .map(|(_, v)| opaque(v));
+            .map(|(_, v)| v.trim());
         match named {
             None => true,
-            Some(tag) => self.etag.as_deref().map(opaque) == Some(tag),
+            Some(tag) => self
+                .etag
+                .as_deref()
+                .is_some_and(|mine| policy::etag_matches(tag, mine)),
         }
     }
 

@@ -17,13 +17,14 @@ pub(crate) fn decode_hex(hex: &[u8], out: &mut [u8]) -> Option<()> {
     Some(())
 }
 
+/// The two lowercase hex digits of `b`.
+pub(crate) fn hex_pair(b: u8) -> [u8; 2] {
+    [DIGITS[usize::from(b >> 4)], DIGITS[usize::from(b & 15)]]
+}
+
 /// Lowercase hex of `bytes`.
 pub(crate) fn encode_hex(bytes: &[u8]) -> String {
-    bytes
-        .iter()
-        .flat_map(|b| [DIGITS[usize::from(b >> 4)], DIGITS[usize::from(b & 15)]])
-        .map(char::from)
-        .collect()
+    bytes.iter().flat_map(|&b| hex_pair(b)).map(char::from).collect()
 }
 
 #[cfg(test)]
