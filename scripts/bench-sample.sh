@@ -4,7 +4,13 @@
 # pgbench running the single-row prepared INSERT at 16 clients on the same database,
 # before and after crudrs (the reference is the mean: fsync latency drifts on this
 # VM). crudrs runs on CPU 1 with its default number of workers (one under taskset;
-# THREADS=N overrides). Writes bench-results/sample.md.
+# THREADS=N overrides).
+# Then the ceiling: PostgreSQL alone (pgbench, no HTTP) with as many rows outstanding
+# as crudrs has connections, split into clients x rows-per-INSERT every way in
+# SPLITS_16 / SPLITS_64, the fastest split kept. A server in front of PostgreSQL
+# cannot insert faster than PostgreSQL does with the same rows outstanding, so the
+# ceiling over pgbench's single-row figure is the best ratio this machine allows.
+# Writes bench-results/sample.md.
 set -euo pipefail
 source "$(dirname "$0")/bench-lib.sh"
 cd "$ROOT"
@@ -40,6 +46,22 @@ done
 kill "$srv"; srv=
 pg_after=$(pgbench_tps)
 pg=$(( (pg_before + pg_after) / 2 ))
+
+# ceiling OUTSTANDING "CLIENTSxROWS ...": "rows/s split" of the fastest split
+ceiling() {
+    local best=0 best_split="" split c k tps
+    for split in $2; do
+        c=${split%x*} k=${split#*x}
+        [ $((c * k)) = "$1" ] || { echo "split $split does not make $1 rows outstanding" >&2; exit 1; }
+        tps=$(taskset -c "$LOAD_CPU" pgbench -n -M prepared -c "$c" -j 1 -T "${DURATION%s}" -D uid="$uid" -D k="$k" \
+            -f bench/sample-multi.pgbench "$url" 2>/dev/null | awk '/^tps/ {printf "%.0f", $3; exit}')
+        [ $((tps * k)) -gt "$best" ] && best=$((tps * k)) best_split=$split
+        echo "$1 outstanding, $split: $((tps * k)) rows/s" >>"$tmp/splits"
+    done
+    echo "$best $best_split"
+}
+read -r ceil16 split16 < <(ceiling 16 "${SPLITS_16:-1x16 2x8 4x4}")
+read -r ceil64 split64 < <(ceiling 64 "${SPLITS_64:-1x64 2x32 4x16}")
 stored=$(psql "$url" -Atc "SELECT count(*) FROM samples s JOIN users u ON u.id = s.user_id WHERE u.username <> 'pgbench'")
 
 {
@@ -52,6 +74,19 @@ stored=$(psql "$url" -Atc "SELECT count(*) FROM samples s JOIN users u ON u.id =
         [ -n "$conns" ] || continue
         echo "| crudrs POST /api/sample (HTTP + JSON + auth) | $conns | $rate | $(awk -v a="$rate" -v b="$pg" 'BEGIN {printf "%.2f", a / b}') | $p99 | $errors |"
     done
+    echo
+    echo "Ceiling: PostgreSQL alone (pgbench -M prepared, multi-row INSERT, no HTTP) with as many rows outstanding as"
+    echo "crudrs had connections, the fastest split of clients x rows per INSERT:"
+    echo
+    echo "| rows outstanding | fastest split (clients x rows) | rows/s | vs pgbench | crudrs / ceiling |"
+    echo "|---:|---|---:|---:|---:|"
+    echo "$rows" | while read -r conns rate _ _; do
+        [ -n "$conns" ] || continue
+        if [ "$conns" = 16 ]; then c=$ceil16 s=$split16; else c=$ceil64 s=$split64; fi
+        echo "| $conns | $s | $c | $(awk -v a="$c" -v b="$pg" 'BEGIN {printf "%.2f", a / b}') | $(awk -v a="$rate" -v b="$c" 'BEGIN {printf "%.2f", a / b}') |"
+    done
+    echo
+    echo "Every split: $(paste -sd ';' "$tmp/splits" | sed 's/;/; /g')."
     echo
     echo "Rows crudrs stored: $stored"
 } | tee "$RESULTS/sample.md"
