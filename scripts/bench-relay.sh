@@ -167,6 +167,8 @@ m_verdict=$([ "$m_up" = "$MISS_KEYS" ] && echo "exact" || echo "WRONG")
     echo "| nginx proxy_cache / crudrs, CPU per request | $(ratio "$ngx_c" "$rs_c") | |"
     echo "| crudrs / Python relay ($PYTHON_RELAY_RPS req/s recorded), req/s | $(ratio "$rs_r" "$PYTHON_RELAY_RPS") | >= 100 |"
     echo "| crudrs / nginx return 200, req/s | $(ratio "$rs_r" "$plain_r") | |"
+    echo "| crudrs / nginx return 200, CPU per request | $(ratio "$rs_c" "$plain_c") | |"
+    echo "| ceiling: nginx proxy_cache / nginx return 200, CPU per request | $(ratio "$ngx_c" "$plain_c") | |"
     echo
     echo "Every round (req/s / CPU us/req): crudrs $(rounds rs); nginx proxy_cache $(rounds cache-runs);"\
         "nginx return 200 $(rounds plain)."
@@ -181,5 +183,7 @@ m_verdict=$([ "$m_up" = "$MISS_KEYS" ] && echo "exact" || echo "WRONG")
     echo "| $m_up ($m_verdict) | $MISS_KEYS | $m_ok | $m_err | $m_hit | $m_miss | $m_other | $m_p50 | $m_p99 |"
     echo
     echo "Note: wrk -t1 on one CPU is itself a ceiling (about nginx return 200's rate); a server far below 100% busy"
-    echo "was limited by the client, and then CPU us/req is the figure to compare."
+    echo "was limited by the client, and then CPU us/req is the figure to compare. The ceiling row is the ratio a"
+    echo "server would reach that answered a hit for exactly the CPU nginx spends on \`return 200\` (one recv and one"
+    echo "send per request, most of it the kernel's TCP work); 2x needs a hit cheaper than that."
 } | tee "$RESULTS/relay.md"
