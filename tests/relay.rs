@@ -493,6 +493,64 @@ fn a_slow_upstream_never_holds_the_only_worker() {
 }
 
 #[test]
+fn relayed_answers_carry_the_upstreams_date_from_both_levels() {
+    let db = TestDb::new("relay_date");
+    let mut upstream = Upstream::start();
+    let first = relay(&db, &upstream, &[]);
+    // An upstream whose clock is an hour behind: its Date is relayed as it is
+    // (a downstream cache computes Expires - Date with it), never replaced by
+    // the time of serving.
+    let path = "/relay/dated?max_age=600&date=-3600";
+    let dates = |r: &Response| -> Vec<String> {
+        r.headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case("date"))
+            .map(|(_, v)| v.clone())
+            .collect()
+    };
+    let miss = get(first.addr, path, "");
+    assert_eq!(x_cache(&miss), "MISS");
+    let theirs = dates(&miss);
+    assert_eq!(theirs.len(), 1, "one Date: {:?}", miss.headers);
+    let behind = httpdate::parse_http_date(&theirs[0]).expect("an HTTP-date");
+    let lag = std::time::SystemTime::now()
+        .duration_since(behind)
+        .expect("in the past");
+    assert!(
+        lag >= Duration::from_secs(3590),
+        "the upstream's Date: {theirs:?}"
+    );
+    let hit = get(first.addr, path, "");
+    assert_eq!((x_cache(&hit), dates(&hit)), ("HIT", theirs.clone()));
+    // A 304 from the cache carries it too; our own answers keep our Date.
+    let etagged = get(first.addr, "/relay/dated?max_age=600&date=-3600&etag=1", "");
+    let etag = etagged.header("etag").unwrap().to_string();
+    let not_modified = get(
+        first.addr,
+        "/relay/dated?max_age=600&date=-3600&etag=1",
+        &format!("If-None-Match: {etag}\r\n"),
+    );
+    assert_eq!(not_modified.status, 304);
+    assert_eq!(dates(&not_modified), dates(&etagged));
+    let ours = get(first.addr, "/health", "");
+    assert_eq!(dates(&ours).len(), 1);
+    assert_ne!(dates(&ours), theirs);
+    // Level 2 keeps it: a second instance answers it from there, upstream gone.
+    let mut client = db.client();
+    assert!(eventually(Duration::from_secs(5), || {
+        client
+            .query_one("SELECT count(*) FROM http_cache", &[])
+            .unwrap()
+            .get::<_, i64>(0)
+            == 2
+    }));
+    upstream.stop();
+    let second = relay(&db, &upstream, &[]);
+    let shared = get(second.addr, path, "");
+    assert_eq!((x_cache(&shared), dates(&shared)), ("HIT", theirs));
+}
+
+#[test]
 fn level_2_is_shared_by_instances_on_one_database() {
     let db = TestDb::new("relay_l2");
     let mut upstream = Upstream::start();

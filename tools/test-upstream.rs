@@ -8,7 +8,9 @@
 //! (`max_age`, `s_maxage`, `swr`, `sie`, `no_store`, `private`, `no_cache`,
 //! `public`), `expires`, `age`, validators (`etag`, `last_modified`, with 304
 //! answers to If-None-Match / If-Modified-Since), `delay_ms`, `status`,
-//! `cookie`, `bytes` (padding), `hop` (hop-by-hop headers) and `vary`.
+//! `cookie`, `bytes` (padding), `hop` (hop-by-hop headers), `vary` and `date`
+//! (`date=N`: a Date N seconds from now, as from an origin whose clock is off;
+//! `date=none`: no Date at all).
 //! Control endpoints under `/__` read the counters (`GET /__count`), reset
 //! everything (`POST /__reset`), bump a path's version (`POST /__bump`) and
 //! inject failures (`POST /__fail?mode=500|close|hang|off`).
@@ -217,6 +219,10 @@ struct Behaviour {
     bytes: Option<u64>,
     hop: bool,
     vary: Option<String>,
+    /// Seconds the Date field is ahead of now (negative: behind).
+    date_offset: i64,
+    /// No Date field at all.
+    no_date: bool,
 }
 
 fn parse_flag(name: &str, v: &str) -> Result<bool, String> {
@@ -275,6 +281,14 @@ fn parse_behaviour(query: &str) -> Result<Behaviour, String> {
                 b.bytes = Some(n);
             }
             "hop" => b.hop = parse_flag(&k, v)?,
+            "date" if v == "none" => b.no_date = true,
+            "date" => {
+                let secs: i64 = parse_num(&k, v)?;
+                if secs.unsigned_abs() > MAX_EXPIRES_SECS {
+                    return Err(format!("date: at most {MAX_EXPIRES_SECS} either way"));
+                }
+                b.date_offset = secs;
+            }
             "vary" => {
                 if v.is_empty() || v.bytes().any(|c| !(0x20..0x7f).contains(&c)) {
                     return Err("vary: expected visible ASCII".to_string());
@@ -673,6 +687,8 @@ struct Response {
     body: Vec<u8>,
     /// `hop=1`: the Connection header also names X-Hop-Secret.
     hop: bool,
+    /// The Date field, in seconds from the moment it is written; `None`: none.
+    date: Option<i64>,
 }
 
 impl Response {
@@ -682,6 +698,7 @@ impl Response {
             headers: vec![("Content-Type", "application/json".to_string())],
             body: body.into_bytes(),
             hop: false,
+            date: Some(0),
         }
     }
 
@@ -701,6 +718,7 @@ impl Response {
             headers: vec![("Cache-Control", "no-store".to_string())],
             body: Vec::new(),
             hop: false,
+            date: Some(0),
         }
     }
 
@@ -766,7 +784,9 @@ fn write_response(stream: &mut TcpStream, resp: &Response, head_only: bool, clos
         },
     );
     write!(out, "HTTP/1.1 {} {}\r\n", resp.status, reason(resp.status))?;
-    write!(out, "Date: {}\r\n", fmt_date(SystemTime::now()))?;
+    if let Some(offset) = resp.date {
+        write!(out, "Date: {}\r\n", date_from_now(offset))?;
+    }
     for (name, value) in &resp.headers {
         write!(out, "{name}: {value}\r\n")?;
     }
@@ -810,6 +830,7 @@ fn normal_response(req: &Request, b: &Behaviour, n: u64, version: u64) -> Respon
             }
         };
 
+    let date = (!b.no_date).then_some(b.date_offset);
     let mut h: Vec<(&'static str, String)> = Vec::new();
     if let Some(cc) = cache_control(b) {
         h.push(("Cache-Control", cc));
@@ -843,6 +864,7 @@ fn normal_response(req: &Request, b: &Behaviour, n: u64, version: u64) -> Respon
             headers: h,
             body: Vec::new(),
             hop: b.hop,
+            date,
         };
     }
     if b.cookie {
@@ -854,6 +876,7 @@ fn normal_response(req: &Request, b: &Behaviour, n: u64, version: u64) -> Respon
             headers: h,
             body: Vec::new(),
             hop: b.hop,
+            date,
         };
     }
     h.insert(0, ("Content-Type", "application/json".to_string()));
@@ -864,6 +887,7 @@ fn normal_response(req: &Request, b: &Behaviour, n: u64, version: u64) -> Respon
         headers: h,
         body,
         hop: b.hop,
+        date,
     }
 }
 
@@ -1148,6 +1172,10 @@ mod tests {
         assert_eq!(b.bytes, Some(100));
         assert_eq!(b.vary.as_deref(), Some("Accept"));
         assert_eq!(b.expires, Some(-30));
+        assert_eq!((b.date_offset, b.no_date), (0, false));
+        let b = parse_behaviour("date=-100").expect("valid");
+        assert_eq!((b.date_offset, b.no_date), (-100, false));
+        assert!(parse_behaviour("date=none").expect("valid").no_date);
         assert_eq!(parse_behaviour("").expect("empty"), Behaviour::default());
         assert_eq!(parse_behaviour("etag=0").expect("off"), Behaviour::default());
     }
@@ -1163,6 +1191,8 @@ mod tests {
             "vary=a%0D%0Ab",
             "bytes=999999999999",
             "expires=99999999999",
+            "date=soon",
+            "date=99999999999",
         ] {
             assert!(parse_behaviour(q).is_err(), "{q} should be rejected");
         }

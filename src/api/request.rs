@@ -102,7 +102,8 @@ pub struct Reply {
 /// What a relayed response carries besides its body.
 #[derive(Debug)]
 pub struct UpstreamHead {
-    /// Header text, each field `\r\nName: value` (see `relay::entry::Entry`).
+    /// Header text, each field `\r\nName: value` (see `relay::entry::Entry`),
+    /// the upstream's `Date` among them: the server writes none of its own.
     pub lines: Arc<[u8]>,
     /// `Age`, in seconds.
     pub age: u64,

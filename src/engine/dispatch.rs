@@ -476,6 +476,8 @@ impl Dispatcher {
                         }
                     }
                 }
+                // A relayed answer carries the upstream's Date among its fields.
+                let date = if reply.upstream.is_some() { &[][..] } else { date };
                 let head = ResponseHead {
                     status: reply.status,
                     content_type: reply.content_type,

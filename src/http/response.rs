@@ -1,8 +1,9 @@
 //! Response encoding into a caller-owned output buffer.
 //!
-//! Every response encoded here carries `Date`, and `Content-Length` unless it is a
-//! 204 or a 304 (no body, no Content-Length); `Connection: close` when the server
-//! will close after it. (The interim `100 Continue` is a fixed line, [`CONTINUE`].)
+//! Every response encoded here carries `Date` (this server's, or for a relayed
+//! response the upstream's, which comes among its relayed fields), and
+//! `Content-Length` unless it is a 204 or a 304 (no body, no Content-Length);
+//! `Connection: close` when the server will close after it. (The interim `100 Continue` is a fixed line, [`CONTINUE`].)
 //! Nothing here allocates beyond growing the output buffer, which workers reuse
 //! across requests.
 
@@ -47,15 +48,18 @@ pub fn encode(out: &mut Vec<u8>, date: &[u8], head: &ResponseHead<'_>, body: &[u
     }
 }
 
-/// Appends only the head, announcing `content_length` body bytes (the caller sends them).
+/// Appends only the head, announcing `content_length` body bytes (the caller sends
+/// them). An empty `date` writes no Date field: `head.relayed` holds one.
 pub fn encode_head(out: &mut Vec<u8>, date: &[u8], head: &ResponseHead<'_>, content_length: u64) {
     let mut num = itoa::Buffer::new();
     out.extend_from_slice(b"HTTP/1.1 ");
     out.extend_from_slice(num.format(head.status).as_bytes());
     out.push(b' ');
     out.extend_from_slice(reason(head.status).as_bytes());
-    out.extend_from_slice(b"\r\nDate: ");
-    out.extend_from_slice(date);
+    if !date.is_empty() {
+        out.extend_from_slice(b"\r\nDate: ");
+        out.extend_from_slice(date);
+    }
     if !no_body_status(head.status) {
         out.extend_from_slice(b"\r\nContent-Length: ");
         out.extend_from_slice(num.format(content_length).as_bytes());
@@ -173,5 +177,25 @@ X-Request-Id: f00d\r\nConnection: close\r\n\r\n{}"
         };
         encode(&mut out, DATE, &head, b"", false);
         assert!(!out.windows(14).any(|w| w == b"Content-Length"));
+    }
+
+    #[test]
+    fn a_relayed_head_brings_its_own_date() {
+        let mut out = Vec::new();
+        let head = ResponseHead {
+            status: 200,
+            content_type: None,
+            headers: &[("Age", "7")],
+            relayed: b"\r\nDate: Sat, 01 Jan 2000 00:00:00 GMT\r\nETag: \"v1\"",
+            lines: b"",
+            request_id: b"",
+            close: false,
+        };
+        encode(&mut out, b"", &head, b"{}", false);
+        assert_eq!(
+            out,
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nDate: Sat, 01 Jan 2000 00:00:00 GMT\r\n\
+ETag: \"v1\"\r\nAge: 7\r\n\r\n{}"
+        );
     }
 }

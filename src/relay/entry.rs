@@ -4,8 +4,13 @@
 //!
 //! Invariant: `lines` is valid header text (each field `\r\nName: value`, no
 //! CR or LF inside a value) and never holds a field the server writes itself
-//! (`Date`, `Content-Length`, `Age`, `Connection`, `X-Request-Id`, ...), nor any
-//! hop-by-hop field, nor a field the upstream's `Connection` named.
+//! (`Content-Length`, `Age`, `Connection`, `X-Request-Id`, ...), nor any
+//! hop-by-hop field, nor a field the upstream's `Connection` named. It starts
+//! with exactly one valid `Date`: the upstream's, or, when it sent none (or one
+//! that is not an HTTP-date), the time the response was received (RFC 9110
+//! §6.6.1). A relayed answer carries that Date, not the time it is served, so a
+//! cache downstream computes the age and the `Expires` lifetime the upstream
+//! meant (with `Age`, RFC 9111 §4.2.3).
 
 use crate::cache::memory::Weigh;
 use crate::cache::policy::{self, delta_seconds, Decision, Defaults, Described, Directives, Lifetime};
@@ -59,7 +64,6 @@ fn dropped(name: &str) -> bool {
         "upgrade",
     ];
     const OWN: &[&str] = &[
-        "date",
         "content-length",
         "age",
         "x-cache",
@@ -80,7 +84,7 @@ impl Entry {
             Decision::Store(life) => Some(life),
             Decision::Pass(_) => None,
         };
-        Entry::assemble(received.status, headers, received.body.into(), life)
+        Entry::assemble(received.status, headers, received.body.into(), life, now_ms)
     }
 
     /// Whether a 304 is about this entry (RFC 9111 §4.3.4): an ETag in the 304
@@ -103,13 +107,17 @@ impl Entry {
 
     /// This entry revalidated by a 304 received at `now_ms`: its body, with the
     /// 304's fields replacing the stored ones of the same name (RFC 9111 §4.3.4),
-    /// and a lifetime decided anew.
+    /// and a lifetime decided anew. The stored Date goes whatever the 304 says:
+    /// the 304's own, or the time it was received.
     pub fn renewed(&self, not_modified: &Received, defaults: &Defaults, now_ms: u64) -> Entry {
         let update = relayed(&not_modified.headers);
         let mut headers: Vec<(Box<str>, Box<str>)> = self
             .headers
             .iter()
-            .filter(|(name, _)| !update.iter().any(|(n, _)| n.eq_ignore_ascii_case(name)))
+            .filter(|(name, _)| {
+                !name.eq_ignore_ascii_case("date")
+                    && !update.iter().any(|(n, _)| n.eq_ignore_ascii_case(name))
+            })
             .cloned()
             .collect();
         headers.extend(update);
@@ -117,33 +125,48 @@ impl Entry {
             .iter()
             .map(|(n, v)| (n.to_string(), v.to_string()))
             .collect();
-        // The lifetime is the 304's: counted from its own Date (Expires - Date)
-        // and Age, which are not kept among the relayed fields.
+        // The lifetime is the 304's: counted from its own Date (Expires - Date,
+        // among the fields now) and Age, which is not kept among them.
         pairs.extend(
             not_modified
                 .headers
                 .iter()
-                .filter(|(n, _)| n.eq_ignore_ascii_case("date") || n.eq_ignore_ascii_case("age"))
+                .filter(|(n, _)| n.eq_ignore_ascii_case("age"))
                 .cloned(),
         );
         let life = match policy::decide(&describe(self.status, &pairs), defaults, now_ms) {
             Decision::Store(life) => Some(life),
             Decision::Pass(_) => None,
         };
-        Entry::assemble(self.status, headers, Arc::clone(&self.body), life)
+        Entry::assemble(self.status, headers, Arc::clone(&self.body), life, now_ms)
     }
 
-    /// An entry read back from the shared cache.
+    /// An entry read back from the shared cache. (A row written before entries
+    /// kept their Date gets the time it was stored.)
     pub fn restore(status: u16, headers: Vec<(String, String)>, body: Arc<[u8]>, life: Lifetime) -> Entry {
-        Entry::assemble(status, relayed(&headers), body, Some(life))
+        Entry::assemble(status, relayed(&headers), body, Some(life), life.stored_at)
     }
 
+    /// Builds the entry from its relayed fields; `received_ms`: when the
+    /// response arrived, the Date it gets when it has no valid one.
     fn assemble(
         status: u16,
-        headers: Vec<(Box<str>, Box<str>)>,
+        mut headers: Vec<(Box<str>, Box<str>)>,
         body: Arc<[u8]>,
         life: Option<Lifetime>,
+        received_ms: u64,
     ) -> Entry {
+        let is_date = |n: &str| n.eq_ignore_ascii_case("date");
+        let date = headers
+            .iter()
+            .find(|(n, v)| is_date(n) && httpdate::parse_http_date(v).is_ok())
+            .map(|(_, v)| v.clone())
+            .unwrap_or_else(|| {
+                let at = std::time::UNIX_EPOCH + std::time::Duration::from_millis(received_ms);
+                httpdate::fmt_http_date(at).into()
+            });
+        headers.retain(|(n, _)| !is_date(n));
+        headers.insert(0, ("Date".into(), date));
         let render = |keep: &dyn Fn(&str) -> bool| {
             let mut lines = Vec::new();
             for (name, value) in headers.iter().filter(|(n, _)| keep(n)) {
@@ -325,7 +348,7 @@ mod tests {
         );
         assert_eq!(
             std::str::from_utf8(&e.lines).unwrap(),
-            "\r\nContent-Type: application/json\r\nX-End-To-End: kept"
+            "\r\nDate: Sun, 06 Nov 1994 08:49:37 GMT\r\nContent-Type: application/json\r\nX-End-To-End: kept"
         );
     }
 
@@ -370,7 +393,7 @@ mod tests {
         );
         assert_eq!(
             std::str::from_utf8(&e.lines_304).expect("header lines are text"),
-            "\r\nETag: \"v1\"\r\nCache-Control: max-age=9"
+            "\r\nDate: Thu, 01 Jan 1970 00:00:00 GMT\r\nETag: \"v1\"\r\nCache-Control: max-age=9"
         );
     }
 
@@ -392,6 +415,65 @@ mod tests {
             &DEFAULTS,
             0,
         );
-        assert!(e.lines.is_empty());
+        assert_eq!(&*e.lines, b"\r\nDate: Thu, 01 Jan 1970 00:00:00 GMT");
+    }
+
+    #[test]
+    fn every_entry_keeps_one_date_the_upstreams_or_when_it_arrived() {
+        let date_of = |e: &Entry| {
+            let text = std::str::from_utf8(&e.lines)
+                .expect("header lines are text")
+                .to_string();
+            assert_eq!(text.matches("Date: ").count(), 1, "{text}");
+            text.strip_prefix("\r\nDate: ").expect("Date comes first")[..29].to_string()
+        };
+        let at = |ms: u64| httpdate::fmt_http_date(std::time::UNIX_EPOCH + Duration::from_millis(ms));
+        let now = 1_700_000_000_000u64;
+        // The upstream's own Date stays, however far its clock is from ours.
+        let theirs = at(now - 3_600_000);
+        let e = Entry::new(
+            received(&[("Cache-Control", "max-age=60"), ("Date", &theirs)]),
+            &DEFAULTS,
+            now,
+        );
+        assert_eq!(date_of(&e), theirs);
+        assert!(std::str::from_utf8(&e.lines_304)
+            .unwrap()
+            .starts_with(&format!("\r\nDate: {theirs}")));
+        // None, or one that is no HTTP-date: the time it was received.
+        for h in [
+            vec![],
+            vec![("Date", "yesterday")],
+            vec![("Date", "yesterday"), ("date", &*theirs)],
+        ] {
+            let e = Entry::new(received(&h), &DEFAULTS, now);
+            let expected = if h.len() == 2 { theirs.clone() } else { at(now) };
+            assert_eq!(date_of(&e), expected, "{h:?}");
+        }
+        // A 304 brings its own Date, or stands for one of when it came.
+        let renewed = e.renewed(
+            &Received {
+                status: 304,
+                ..received(&[("Date", &at(now + 5_000))])
+            },
+            &DEFAULTS,
+            now + 6_000,
+        );
+        assert_eq!(date_of(&renewed), at(now + 5_000));
+        let renewed = e.renewed(
+            &Received {
+                status: 304,
+                ..received(&[])
+            },
+            &DEFAULTS,
+            now + 6_000,
+        );
+        assert_eq!(date_of(&renewed), at(now + 6_000));
+        // A level-2 row keeps its Date; one written without gets its storing time.
+        let life = e.life.expect("kept");
+        let restored = Entry::restore(200, vec![("Date".into(), theirs.clone())], e.body.clone(), life);
+        assert_eq!(date_of(&restored), theirs);
+        let restored = Entry::restore(200, vec![], e.body.clone(), life);
+        assert_eq!(date_of(&restored), at(life.stored_at));
     }
 }
