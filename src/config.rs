@@ -200,7 +200,7 @@ pub struct Args {
     #[arg(long, env = "RELAY_UPSTREAM", value_name = "URL")]
     pub relay_upstream: Option<String>,
 
-    /// Longest the relay waits for an upstream response, connecting included: past it, 504.
+    /// Longest a relayed miss waits for its answer: for a fetch thread, for another instance's fetch, for the upstream (connecting included); past it, 504.
     #[arg(long, env = "RELAY_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
     pub relay_timeout: Duration,
 

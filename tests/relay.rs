@@ -610,6 +610,32 @@ fn concurrent_misses_on_two_instances_make_one_upstream_request() {
 }
 
 #[test]
+fn a_miss_behind_another_instances_fetch_waits_one_timeout_in_all() {
+    let db = TestDb::new("relay_budget");
+    let upstream = Upstream::start();
+    let timeout = Duration::from_secs(3);
+    let a = relay(&db, &upstream, &["--relay-timeout", "3s"]);
+    let b = relay(&db, &upstream, &["--relay-timeout", "3s"]);
+    // A takes the key's lease and asks an upstream that never answers in time.
+    let path = "/relay/stuck?max_age=600&delay_ms=30000";
+    let first = std::thread::spawn(move || get(a.addr, path, "").status);
+    assert!(eventually(bound(Duration::from_secs(1)), || upstream
+        .count("/base/stuck?max_age=600&delay_ms=30000")
+        == 1));
+    // B waits for A's row until A's lease ends; what is left of its own timeout
+    // then is all it may still give the upstream, not a whole timeout more.
+    let started = Instant::now();
+    let second = get(b.addr, path, "");
+    let waited = started.elapsed();
+    assert_eq!(second.status, 504, "{}", second.text());
+    assert_eq!(first.join().unwrap(), 504);
+    assert!(
+        waited < timeout + bound(Duration::from_millis(250)),
+        "a miss waited {waited:?} with --relay-timeout {timeout:?}"
+    );
+}
+
+#[test]
 fn admins_see_and_clear_the_relay_caches() {
     let db = TestDb::new("relay_admin");
     let upstream = Upstream::start();

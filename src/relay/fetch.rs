@@ -15,8 +15,9 @@ use std::time::Duration;
 pub(crate) struct Job {
     pub key: Box<str>,
     pub request_id: Box<str>,
-    /// When it joined the queue: a job that waited longer than the upstream
-    /// timeout for a fetch thread is answered without asking the upstream.
+    /// When it joined the queue: its fetch ends within the upstream timeout of
+    /// this moment, and a job that waited that long for a fetch thread is
+    /// answered without asking the upstream.
     pub queued_at: std::time::Instant,
 }
 

@@ -150,8 +150,9 @@ pub struct Figures {
     pub shared_hits: AtomicU64,
     pub shared_writes: AtomicU64,
     pub shared_dropped: AtomicU64,
-    /// Fetches answered without asking the upstream: they waited for a fetch
-    /// thread longer than the upstream timeout.
+    /// Fetches answered without asking the upstream: their time (the upstream
+    /// timeout from when they were queued) ran out waiting for a fetch thread,
+    /// or for another instance's fetch of the key.
     pub expired: AtomicU64,
     pub refused: AtomicU64,
 }
@@ -347,11 +348,10 @@ impl Relay {
 
     /// Waits while another instance fetches `key` (it holds the lease), for its
     /// level-2 row; `None` when the lease ends without one (the answer was not
-    /// stored, or its holder died) or the wait reaches the upstream timeout.
-    fn await_other_instance(&self, key: &str) -> Option<Arc<Entry>> {
-        let give_up = Instant::now() + self.timeout;
+    /// stored, or its holder died) or the fetch's `deadline` comes.
+    fn await_other_instance(&self, key: &str, deadline: Instant) -> Option<Arc<Entry>> {
         let shared = self.shared_key(key);
-        while Instant::now() < give_up {
+        while Instant::now() < deadline {
             std::thread::sleep(LEASE_POLL);
             if let Some(e) = self.fresh_shared(key) {
                 return Some(e);
@@ -377,30 +377,23 @@ impl Relay {
     }
 
     /// Fetches `job.key`: what to answer, the entry to write to level 2, and
-    /// whether this instance took the key's fetch lease.
+    /// whether this instance took the key's fetch lease. Everything it does
+    /// (waiting for another instance, asking the upstream, asking again after a
+    /// 304 for another ETag) ends within the upstream timeout of the job being
+    /// queued: `--relay-timeout` bounds how long a miss waits, not each step.
     fn fetch(&self, job: &Job) -> (Fetched, Option<Arc<Entry>>, bool) {
         let key = &*job.key;
         let now = now_ms();
+        let deadline = job.queued_at + self.timeout;
         // The flight may have started just after another landed and filled it.
         let mut stale = self.memory.peek(key).filter(|e| e.life.is_some());
         // Waiting for a fetch thread took the whole upstream timeout (every
         // thread busy with a slow upstream): its waiters get what a timeout
         // gives (stale within stale-if-error, else 504) now, not one more
         // timeout later, and the queue drains instead of growing old.
-        if job.queued_at.elapsed() >= self.timeout {
+        if Instant::now() >= deadline {
             tracing::debug!(request_id = &*job.request_id, "relay fetch expired in the queue");
-            self.figures.expired.fetch_add(1, Relaxed);
-            let served = stale
-                .filter(|e| !matches!(usable(e, now), None | Some(Freshness::Expired)))
-                .map(|e| {
-                    self.figures.stale.fetch_add(1, Relaxed);
-                    Fetched::entry(e, XCache::Stale)
-                });
-            return (
-                served.unwrap_or_else(|| Fetched::error(RelayError::Timeout)),
-                None,
-                false,
-            );
+            return (self.expired(stale, now), None, false);
         }
         if let Some(e) = stale
             .as_ref()
@@ -427,21 +420,50 @@ impl Relay {
         if stale.is_none() {
             leased = self.take_lease(key, now);
             if !leased {
-                if let Some(e) = self.await_other_instance(key) {
+                if let Some(e) = self.await_other_instance(key, deadline) {
                     self.figures.hits.fetch_add(1, Relaxed);
                     self.figures.shared_hits.fetch_add(1, Relaxed);
                     return (Fetched::entry(e, XCache::Hit), None, false);
                 }
             }
         }
-        let (fetched, store) = self.ask_upstream(job, stale);
+        let (fetched, store) = self.ask_upstream(job, stale, deadline);
         (fetched, store, leased)
     }
 
+    /// What a fetch whose time ran out before the upstream was asked answers:
+    /// what a timeout gives (stale within stale-if-error, else 504).
+    fn expired(&self, stale: Option<Arc<Entry>>, now: u64) -> Fetched {
+        self.figures.expired.fetch_add(1, Relaxed);
+        stale
+            .filter(|e| !matches!(usable(e, now), None | Some(Freshness::Expired)))
+            .map(|e| {
+                self.figures.stale.fetch_add(1, Relaxed);
+                Fetched::entry(e, XCache::Stale)
+            })
+            .unwrap_or_else(|| Fetched::error(RelayError::Timeout))
+    }
+
     /// Asks the upstream for `job.key` (conditionally when a stale entry has
-    /// validators): what to answer, and the entry to write to level 2.
-    fn ask_upstream(&self, job: &Job, stale: Option<Arc<Entry>>) -> (Fetched, Option<Arc<Entry>>) {
+    /// validators), giving it until `deadline`: what to answer, and the entry to
+    /// write to level 2.
+    fn ask_upstream(
+        &self,
+        job: &Job,
+        stale: Option<Arc<Entry>>,
+        deadline: Instant,
+    ) -> (Fetched, Option<Arc<Entry>>) {
         let key = &*job.key;
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            // Spent waiting for another instance's fetch: the upstream is not
+            // to blame, and is not asked.
+            tracing::debug!(
+                request_id = &*job.request_id,
+                "relay fetch out of time before asking"
+            );
+            return (self.expired(stale, now_ms()), None);
+        }
         let validators = stale
             .as_ref()
             .map(|e| (e.etag.as_deref(), e.last_modified.as_deref()));
@@ -452,7 +474,7 @@ impl Relay {
                 self.figures.upstream_requests.fetch_add(1, Relaxed);
                 let got = self
                     .upstream
-                    .get(key, etag, last_modified, &job.request_id, "1.1 crudrs");
+                    .get(key, etag, last_modified, &job.request_id, "1.1 crudrs", left);
                 // The upstream's health: gateway statuses, no answer and timeouts
                 // count against it; an answer too large for us does not, nor a
                 // request that never left (a probe that reports nothing is
@@ -502,7 +524,7 @@ impl Relay {
                     request_id = &*job.request_id,
                     "upstream 304 for another ETag; fetching again"
                 );
-                self.ask_upstream(job, None)
+                self.ask_upstream(job, None, deadline)
             }
             Ok(received) if received.status == 304 => match &stale {
                 Some(old) => {

@@ -1,7 +1,8 @@
 //! The upstream HTTP client: ureq (blocking, keep-alive pool) configured so that
 //! it never follows a redirect, never adds `Accept-Encoding` or its own
 //! `User-Agent`, reports every status as a response (a 404 is relayed, not an
-//! error), bounds the body, and gives up after `--relay-timeout`.
+//! error), bounds the body, and gives up when the request's time is up (what is
+//! left of `--relay-timeout` for the miss it serves).
 //!
 //! Only the relay's fetch threads call it, so at most `--relay-connections`
 //! requests are in flight and at most that many idle connections are pooled.
@@ -57,7 +58,8 @@ impl Upstream {
     }
 
     /// GETs `target` (conditionally, when validators are given), carrying the
-    /// request's ID and a `Via` field.
+    /// request's ID and a `Via` field; gives up after `timeout` (connecting
+    /// included).
     pub fn get(
         &self,
         target: &str,
@@ -65,8 +67,16 @@ impl Upstream {
         last_modified: Option<&str>,
         request_id: &str,
         via: &str,
+        timeout: Duration,
     ) -> Result<Received, UpstreamError> {
-        let mut request = self.agent.get(self.url(target)).header("Via", via);
+        let mut request = self
+            .agent
+            .get(self.url(target))
+            .config()
+            .timeout_global(Some(timeout))
+            .timeout_connect(Some(timeout))
+            .build()
+            .header("Via", via);
         if !request_id.is_empty() {
             request = request.header("X-Request-Id", request_id);
         }
