@@ -23,6 +23,18 @@ fn relay(db: &TestDb, upstream: &Upstream, extra: &[&str]) -> Server {
     Server::start(&db.url, &args)
 }
 
+/// Waits until level 2 holds `rows` rows (it is written behind the responses).
+fn shared_rows_become(db: &TestDb, rows: i64) -> bool {
+    let mut client = db.client();
+    eventually(Duration::from_secs(5), || {
+        client
+            .query_one("SELECT count(*) FROM http_cache", &[])
+            .unwrap()
+            .get::<_, i64>(0)
+            == rows
+    })
+}
+
 fn x_cache(r: &Response) -> &str {
     r.header("x-cache").unwrap_or("none")
 }
@@ -536,14 +548,7 @@ fn relayed_answers_carry_the_upstreams_date_from_both_levels() {
     assert_eq!(dates(&ours).len(), 1);
     assert_ne!(dates(&ours), theirs);
     // Level 2 keeps it: a second instance answers it from there, upstream gone.
-    let mut client = db.client();
-    assert!(eventually(Duration::from_secs(5), || {
-        client
-            .query_one("SELECT count(*) FROM http_cache", &[])
-            .unwrap()
-            .get::<_, i64>(0)
-            == 2
-    }));
+    assert!(shared_rows_become(&db, 2));
     upstream.stop();
     let second = relay(&db, &upstream, &[]);
     let shared = get(second.addr, path, "");
@@ -558,15 +563,7 @@ fn level_2_is_shared_by_instances_on_one_database() {
     let path = "/relay/shared?max_age=600";
     let miss = get(first.addr, path, "");
     assert_eq!(x_cache(&miss), "MISS");
-    // Written behind the response: wait for the row.
-    let mut client = db.client();
-    assert!(eventually(Duration::from_secs(5), || {
-        client
-            .query_one("SELECT count(*) FROM http_cache", &[])
-            .unwrap()
-            .get::<_, i64>(0)
-            == 1
-    }));
+    assert!(shared_rows_become(&db, 1));
     upstream.stop();
     let second = relay(&db, &upstream, &[]);
     let hit = get(second.addr, path, "");
@@ -645,14 +642,7 @@ fn admins_see_and_clear_the_relay_caches() {
     get(server.addr, "/relay/a?max_age=600", "");
     get(server.addr, "/relay/a?max_age=600", "");
     // Level 2 is written behind the response: wait for it before clearing.
-    let mut client = db.client();
-    assert!(eventually(Duration::from_secs(5), || {
-        client
-            .query_one("SELECT count(*) FROM http_cache", &[])
-            .unwrap()
-            .get::<_, i64>(0)
-            == 1
-    }));
+    assert!(shared_rows_become(&db, 1));
     let caches = api.get("/admin/api/caches", Some(&key)).json();
     let find = |caches: &serde_json::Value, name: &str| {
         caches
