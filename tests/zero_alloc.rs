@@ -1,9 +1,10 @@
 //! Proof that a plain request allocates nothing: the server runs in this process
 //! under a counting global allocator, and twenty thousand pipelined GET /health
 //! requests (and as many POST /event for a known user, rate-limited: charged to
-//! the client IP, answered with the RateLimit fields, and as many authenticated
-//! GET /api/sample/{id} answered from the read cache with their ETag) after
-//! warm-up must not allocate once, in any thread.
+//! the client IP, answered with the RateLimit fields, as many authenticated
+//! GET /api/sample/{id} answered from the read cache with their ETag, and as many
+//! relayed GETs answered from the relay's memory) after warm-up must not
+//! allocate once, in any thread. (The relay's test upstream is another process.)
 //!
 //! This file holds a single test so no other test shares the process.
 // A panic is how a test reports failure, so unwrap is fine here.
@@ -86,6 +87,8 @@ fn allocations_for(s: &mut std::net::TcpStream, one: &[u8], has: &[u8]) -> u64 {
 fn plain_requests_allocate_nothing_after_warm_up() {
     use clap::Parser;
     let db = common::TestDb::new("zeroalloc");
+    let upstream = common::Upstream::start();
+    let relay_upstream = upstream.url();
     let args = crudrs::Args::try_parse_from([
         "server",
         "2",
@@ -102,6 +105,8 @@ fn plain_requests_allocate_nothing_after_warm_up() {
         // keeps its width, so every answer has the same length).
         "--rate-limits",
         "anonymous=1000000000/m,free=1000000000/m",
+        "--relay-upstream",
+        &relay_upstream,
     ])
     .expect("args");
     let config = crudrs::Config::from_args(args, false).expect("config");
@@ -144,6 +149,17 @@ fn plain_requests_allocate_nothing_after_warm_up() {
         reads, 0,
         "{reads} allocations for 20000 cached GET /api/sample/{{id}} requests"
     );
+    // A relay cache hit: the entry's header text and body are shared with the
+    // answer. (The upstream's Age of 100 keeps Age three digits wide while the
+    // test runs, so every answer has the same length; the first request is the
+    // miss that fills the cache, in the warm-up.)
+    let target = "/relay/zero?max_age=3600&age=100";
+    let miss = api.get(target, None);
+    assert_eq!(miss.status, 200, "{}", miss.text());
+    let hit = format!("GET {target} HTTP/1.1\r\nHost: t\r\n\r\n");
+    let hits = allocations_for(&mut s, hit.as_bytes(), b"\r\nX-Cache: HIT");
+    assert_eq!(hits, 0, "{hits} allocations for 20000 relay cache hits");
+    assert_eq!(upstream.total(), 1, "one upstream request: every other was a hit");
     drop(s);
     server.stopper().stop();
     server.join();
