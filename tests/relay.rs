@@ -144,6 +144,31 @@ fn no_store_private_and_set_cookie_answers_are_never_shared() {
 }
 
 #[test]
+fn an_answer_that_forbids_sharing_takes_the_older_copy_out_of_both_levels() {
+    let db = TestDb::new("relay_withdrawn");
+    let mut upstream = Upstream::start();
+    let first = relay(&db, &upstream, &[]);
+    // Kept for a second, then servable for ten minutes when the upstream fails.
+    let path = "/relay/flip?max_age=1&sie=600&no_store_from=2";
+    assert_eq!(x_cache(&get(first.addr, path, "")), "MISS");
+    assert!(shared_rows_become(&db, 1));
+    // The resource changes, and its new answer is no-store: once the stored copy
+    // is stale, the next request fetches it, and neither level keeps the old one.
+    upstream.bump("/base/flip");
+    assert!(eventually(Duration::from_secs(5), || get(first.addr, path, "")
+        .header("cache-control")
+        == Some("no-store")));
+    assert!(shared_rows_become(&db, 0), "level 2 kept the older copy");
+    // With the upstream gone, no instance serves the withdrawn copy stale.
+    upstream.stop();
+    let second = relay(&db, &upstream, &[]);
+    for addr in [first.addr, second.addr] {
+        let r = get(addr, path, "");
+        assert_eq!(r.status, 502, "{:?} {}", r.headers, r.text());
+    }
+}
+
+#[test]
 fn concurrent_misses_make_one_upstream_request_per_key() {
     let db = TestDb::new("relay_flight");
     let upstream = Upstream::start();

@@ -8,9 +8,10 @@
 //! (`max_age`, `s_maxage`, `swr`, `sie`, `no_store`, `private`, `no_cache`,
 //! `public`), `expires`, `age`, validators (`etag`, `last_modified`, with 304
 //! answers to If-None-Match / If-Modified-Since), `delay_ms`, `status`,
-//! `cookie`, `bytes` (padding), `hop` (hop-by-hop headers), `vary` and `date`
+//! `cookie`, `bytes` (padding), `hop` (hop-by-hop headers), `vary`, `date`
 //! (`date=N`: a Date N seconds from now, as from an origin whose clock is off;
-//! `date=none`: no Date at all).
+//! `date=none`: no Date at all) and `no_store_from=N` (from the path's version N
+//! on, `Cache-Control: no-store` instead of the directives asked for).
 //! Control endpoints under `/__` read the counters (`GET /__count`), reset
 //! everything (`POST /__reset`), bump a path's version (`POST /__bump`) and
 //! inject failures (`POST /__fail?mode=500|close|hang|off`).
@@ -223,6 +224,8 @@ struct Behaviour {
     date_offset: i64,
     /// No Date field at all.
     no_date: bool,
+    /// From this version of the path on, the answer is `no-store`.
+    no_store_from: Option<u64>,
 }
 
 fn parse_flag(name: &str, v: &str) -> Result<bool, String> {
@@ -281,6 +284,7 @@ fn parse_behaviour(query: &str) -> Result<Behaviour, String> {
                 b.bytes = Some(n);
             }
             "hop" => b.hop = parse_flag(&k, v)?,
+            "no_store_from" => b.no_store_from = Some(parse_num(&k, v)?),
             "date" if v == "none" => b.no_date = true,
             "date" => {
                 let secs: i64 = parse_num(&k, v)?;
@@ -832,7 +836,10 @@ fn normal_response(req: &Request, b: &Behaviour, n: u64, version: u64) -> Respon
 
     let date = (!b.no_date).then_some(b.date_offset);
     let mut h: Vec<(&'static str, String)> = Vec::new();
-    if let Some(cc) = cache_control(b) {
+    let withdrawn = b.no_store_from.is_some_and(|from| version >= from);
+    if withdrawn {
+        h.push(("Cache-Control", "no-store".to_string()));
+    } else if let Some(cc) = cache_control(b) {
         h.push(("Cache-Control", cc));
     }
     if let Some(secs) = b.expires {
@@ -1173,6 +1180,10 @@ mod tests {
         assert_eq!(b.vary.as_deref(), Some("Accept"));
         assert_eq!(b.expires, Some(-30));
         assert_eq!((b.date_offset, b.no_date), (0, false));
+        assert_eq!(
+            parse_behaviour("no_store_from=2").expect("valid").no_store_from,
+            Some(2)
+        );
         let b = parse_behaviour("date=-100").expect("valid");
         assert_eq!((b.date_offset, b.no_date), (-100, false));
         assert!(parse_behaviour("date=none").expect("valid").no_date);

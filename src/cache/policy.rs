@@ -183,6 +183,20 @@ pub enum Decision {
     Pass(&'static str),
 }
 
+/// The reason of a [`Decision::Pass`] for a status a cache may not store unless
+/// told it may (the only reason that is not the response forbidding it).
+const STATUS: &str = "status";
+
+impl Decision {
+    /// Whether the response itself forbids shared caches to keep it (`no-store`,
+    /// `private`, `Set-Cookie`, `Vary: *`): what such a cache kept of the same
+    /// resource before should go too. A status a cache may not store unasked
+    /// (a 5xx, say) says nothing about an earlier answer.
+    pub fn forbids_sharing(&self) -> bool {
+        matches!(self, Decision::Pass(why) if *why != STATUS)
+    }
+}
+
 /// Decides what a shared cache may do with a response received at `now_ms`.
 pub fn decide(resp: &Described<'_>, defaults: &Defaults, now_ms: u64) -> Decision {
     let d = &resp.directives;
@@ -199,7 +213,7 @@ pub fn decide(resp: &Described<'_>, defaults: &Defaults, now_ms: u64) -> Decisio
         return Decision::Pass("vary: *");
     }
     if !cacheable_status(resp.status) {
-        return Decision::Pass("status");
+        return Decision::Pass(STATUS);
     }
     let fresh = if d.no_cache {
         0
@@ -347,12 +361,18 @@ mod tests {
             ..described("max-age=60")
         };
         assert_eq!(decide(&vary, &DEFAULTS, NOW), Decision::Pass("vary: *"));
+        // Those forbid sharing (an older copy goes too); a status does not.
+        for d in [&described("no-store"), &described("private"), &cookie, &vary] {
+            assert!(decide(d, &DEFAULTS, NOW).forbids_sharing(), "{d:?}");
+        }
+        assert!(!decide(&described("max-age=60"), &DEFAULTS, NOW).forbids_sharing());
         for status in [201, 302, 500, 502, 503] {
             let d = Described {
                 status,
                 ..described("max-age=60")
             };
             assert_eq!(decide(&d, &DEFAULTS, NOW), Decision::Pass("status"), "{status}");
+            assert!(!decide(&d, &DEFAULTS, NOW).forbids_sharing(), "{status}");
         }
     }
 

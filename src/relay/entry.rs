@@ -41,6 +41,9 @@ pub struct Entry {
     /// How long it may be used; `None`: it may not be stored, only answered to
     /// the requests that waited for it.
     pub life: Option<Lifetime>,
+    /// The response forbids shared caches to keep it (`no-store`, `private`,
+    /// ...): an older copy of the key in a shared cache goes too.
+    pub forbids_sharing: bool,
 }
 
 impl Weigh for Entry {
@@ -80,11 +83,8 @@ impl Entry {
     /// shared cache may keep it.
     pub fn new(received: Received, defaults: &Defaults, now_ms: u64) -> Entry {
         let headers = relayed(&received.headers);
-        let life = match policy::decide(&describe(received.status, &received.headers), defaults, now_ms) {
-            Decision::Store(life) => Some(life),
-            Decision::Pass(_) => None,
-        };
-        Entry::assemble(received.status, headers, received.body.into(), life, now_ms)
+        let decision = policy::decide(&describe(received.status, &received.headers), defaults, now_ms);
+        Entry::assemble(received.status, headers, received.body.into(), decision, now_ms)
     }
 
     /// Whether a 304 is about this entry (RFC 9111 §4.3.4): an ETag in the 304
@@ -134,17 +134,20 @@ impl Entry {
                 .filter(|(n, _)| n.eq_ignore_ascii_case("age"))
                 .cloned(),
         );
-        let life = match policy::decide(&describe(self.status, &pairs), defaults, now_ms) {
-            Decision::Store(life) => Some(life),
-            Decision::Pass(_) => None,
-        };
-        Entry::assemble(self.status, headers, Arc::clone(&self.body), life, now_ms)
+        let decision = policy::decide(&describe(self.status, &pairs), defaults, now_ms);
+        Entry::assemble(self.status, headers, Arc::clone(&self.body), decision, now_ms)
     }
 
     /// An entry read back from the shared cache. (A row written before entries
     /// kept their Date gets the time it was stored.)
     pub fn restore(status: u16, headers: Vec<(String, String)>, body: Arc<[u8]>, life: Lifetime) -> Entry {
-        Entry::assemble(status, relayed(&headers), body, Some(life), life.stored_at)
+        Entry::assemble(
+            status,
+            relayed(&headers),
+            body,
+            Decision::Store(life),
+            life.stored_at,
+        )
     }
 
     /// Builds the entry from its relayed fields; `received_ms`: when the
@@ -153,9 +156,14 @@ impl Entry {
         status: u16,
         mut headers: Vec<(Box<str>, Box<str>)>,
         body: Arc<[u8]>,
-        life: Option<Lifetime>,
+        decision: Decision,
         received_ms: u64,
     ) -> Entry {
+        let forbids_sharing = decision.forbids_sharing();
+        let life = match decision {
+            Decision::Store(life) => Some(life),
+            Decision::Pass(_) => None,
+        };
         let is_date = |n: &str| n.eq_ignore_ascii_case("date");
         let date = headers
             .iter()
@@ -198,6 +206,7 @@ impl Entry {
             headers: headers.into(),
             body,
             life,
+            forbids_sharing,
         }
     }
 

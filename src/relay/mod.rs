@@ -182,9 +182,18 @@ pub struct Relay {
     pub figures: Figures,
 }
 
-/// A level-2 write: the row's key, the row, and whether to release the fetch
-/// lease once it is in.
-type Write = (String, Row, bool);
+/// A level-2 write: the row's key, what becomes of it, and whether to release
+/// the fetch lease once it is done.
+type Write = (String, Change, bool);
+
+/// What a level-2 write does to a key's row.
+enum Change {
+    /// Stores this row (unless a newer one is there).
+    Put(Row),
+    /// Deletes the row stored at or before this time (ms): the upstream's newer
+    /// answer forbids sharing it.
+    Forget(i64),
+}
 
 /// How often an instance waiting for another's fetch looks for its row.
 const LEASE_POLL: Duration = Duration::from_millis(10);
@@ -529,7 +538,11 @@ impl Relay {
             Ok(received) if received.status == 304 => match &stale {
                 Some(old) => {
                     let renewed = Arc::new(old.renewed(&received, &self.defaults, now));
-                    self.keep(key, &renewed);
+                    if renewed.life.is_some() {
+                        self.keep(key, &renewed);
+                    } else {
+                        self.memory.remove(key);
+                    }
                     self.figures.revalidated.fetch_add(1, Relaxed);
                     (
                         Fetched::entry(Arc::clone(&renewed), XCache::Revalidated),
@@ -545,10 +558,10 @@ impl Relay {
                 self.figures.upstream_failures.fetch_add(1, Relaxed);
                 match fallback(&stale) {
                     Some(f) => (f, None),
-                    None => self.answer_fresh(key, received, now),
+                    None => self.answer_fresh(key, received, now, stale.is_some()),
                 }
             }
-            Ok(received) => self.answer_fresh(key, received, now),
+            Ok(received) => self.answer_fresh(key, received, now, stale.is_some()),
             Err(e) => {
                 self.figures.upstream_failures.fetch_add(1, Relaxed);
                 (fallback(&stale).unwrap_or_else(|| Fetched::error(e)), None)
@@ -557,7 +570,16 @@ impl Relay {
     }
 
     /// A new response: kept when it may be, answered as a miss.
-    fn answer_fresh(&self, key: &str, received: Received, now: u64) -> (Fetched, Option<Arc<Entry>>) {
+    /// A new response: kept when it may be, answered as a miss. `replaces`: a
+    /// copy of the key was found (at either level), which a response that
+    /// forbids sharing takes out of level 2 too (written behind, like a row).
+    fn answer_fresh(
+        &self,
+        key: &str,
+        received: Received,
+        now: u64,
+        replaces: bool,
+    ) -> (Fetched, Option<Arc<Entry>>) {
         let entry = Arc::new(Entry::new(received, &self.defaults, now));
         self.figures.misses.fetch_add(1, Relaxed);
         if entry.life.is_some() {
@@ -566,7 +588,8 @@ impl Relay {
         } else {
             // Not shareable: a stale copy must not outlive it either.
             self.memory.remove(key);
-            (Fetched::entry(entry, XCache::Miss), None)
+            let forget = (replaces && entry.forbids_sharing).then(|| Arc::clone(&entry));
+            (Fetched::entry(entry, XCache::Miss), forget)
         }
     }
 
@@ -599,17 +622,32 @@ impl Relay {
         format!("{}{}", self.base, key)
     }
 
-    /// Queues `entry` for level 2; a full queue (in writes or in bytes) drops it
-    /// (counted), and gives the lease back at once.
+    /// Queues `entry` for level 2 (or, for an entry that forbids sharing, the
+    /// deletion of the key's older row); a full queue (in writes or in bytes)
+    /// drops it (counted), and gives the lease back at once.
     fn write_behind(&self, key: &str, entry: &Entry, release: bool) {
-        let Some(life) = entry.life else {
-            if release {
-                self.release_lease(key);
+        let change = match entry.life {
+            Some(life) => Change::Put(Row {
+                status: entry.status,
+                header_lines: Arc::clone(&entry.lines),
+                body: Arc::clone(&entry.body),
+                stored_at: life.stored_at as i64,
+                initial_age: life.initial_age as i64,
+                fresh: life.fresh as i64,
+                swr: life.stale_while_revalidate as i64,
+                sie: life.stale_if_error as i64,
+                useless_after: life.useless_after() as i64,
+            }),
+            None if entry.forbids_sharing => Change::Forget(now_ms() as i64),
+            None => {
+                if release {
+                    self.release_lease(key);
+                }
+                return;
             }
-            return;
         };
-        let shared_key = self.shared_key(key);
-        let bytes = shared_key.len() + entry.lines.len() + entry.body.len();
+        let write = (self.shared_key(key), change, release);
+        let bytes = write_bytes(&write);
         let drop_it = |relay: &Relay| {
             relay.figures.shared_dropped.fetch_add(1, Relaxed);
             if release {
@@ -620,18 +658,7 @@ impl Relay {
             drop_it(self);
             return;
         }
-        let row = Row {
-            status: entry.status,
-            header_lines: Arc::clone(&entry.lines),
-            body: Arc::clone(&entry.body),
-            stored_at: life.stored_at as i64,
-            initial_age: life.initial_age as i64,
-            fresh: life.fresh as i64,
-            swr: life.stale_while_revalidate as i64,
-            sie: life.stale_if_error as i64,
-            useless_after: life.useless_after() as i64,
-        };
-        match self.writes.try_send((shared_key, row, release)) {
+        match self.writes.try_send(write) {
             Ok(()) => {
                 self.figures.shared_writes.fetch_add(1, Relaxed);
             }
@@ -725,8 +752,11 @@ impl Budget {
 }
 
 /// The bytes a queued write counts against the budget (see `Relay::write_behind`).
-fn write_bytes((key, row, _): &Write) -> usize {
-    key.len() + row.header_lines.len() + row.body.len()
+fn write_bytes((key, change, _): &Write) -> usize {
+    match change {
+        Change::Put(row) => key.len() + row.header_lines.len() + row.body.len(),
+        Change::Forget(_) => key.len(),
+    }
 }
 
 fn write_behind(db: &Db, queued: &Receiver<Write>, queued_bytes: &Budget, holder: &str) {
@@ -746,9 +776,24 @@ fn write_behind(db: &Db, queued: &Receiver<Write>, queued_bytes: &Budget, holder
             }
         }
         if !batch.is_empty() {
-            let rows: Vec<(String, Row)> = batch.iter().map(|(k, r, _)| (k.clone(), r.clone())).collect();
-            if let Err(e) = http_cache::put(db, &rows) {
-                tracing::warn!("relay level-2 write of {} entries failed: {e}", rows.len());
+            // Puts first, then deletions: a deletion takes every row stored up
+            // to its time, so a row queued before it cannot come back after it.
+            let (mut rows, mut gone) = (Vec::new(), Vec::new());
+            for (key, change, _) in &batch {
+                match change {
+                    Change::Put(row) => rows.push((key.clone(), row.clone())),
+                    Change::Forget(before) => gone.push((key.clone(), *before)),
+                }
+            }
+            if !rows.is_empty() {
+                if let Err(e) = http_cache::put(db, &rows) {
+                    tracing::warn!("relay level-2 write of {} entries failed: {e}", rows.len());
+                }
+            }
+            if !gone.is_empty() {
+                if let Err(e) = http_cache::forget(db, &gone) {
+                    tracing::warn!("relay level-2 deletion of {} entries failed: {e}", gone.len());
+                }
             }
             let leased: Vec<&str> = batch.iter().filter(|w| w.2).map(|w| w.0.as_str()).collect();
             if !leased.is_empty() {

@@ -35,6 +35,8 @@ const PUT: &str = "INSERT INTO http_cache \
      fresh = EXCLUDED.fresh, swr = EXCLUDED.swr, sie = EXCLUDED.sie, useless_after = EXCLUDED.useless_after \
      WHERE http_cache.stored_at <= EXCLUDED.stored_at";
 
+const FORGET: &str = "DELETE FROM http_cache WHERE key = $1 AND stored_at <= $2";
+
 /// The row for `key` that is still of use at `now_ms`.
 pub fn get(db: &Db, key: &str, now_ms: i64) -> Result<Option<Row>, DbError> {
     let mut pooled = db.get()?;
@@ -125,6 +127,18 @@ pub fn release(db: &Db, keys: &[&str], holder: &str) -> Result<(), DbError> {
         )
         .map(|_| ())
         .map_err(|e| db.failed(e))
+}
+
+/// Deletes each key's row stored at or before its time (ms): a newer row,
+/// written since by another instance, stays.
+pub fn forget(db: &Db, keys: &[(String, i64)]) -> Result<(), DbError> {
+    let mut pooled = db.get()?;
+    let mut tx = pooled.client.transaction().map_err(|e| db.failed(e))?;
+    let statement = tx.prepare(FORGET).map_err(|e| db.failed(e))?;
+    for (key, before) in keys {
+        tx.execute(&statement, &[key, before]).map_err(|e| db.failed(e))?;
+    }
+    tx.commit().map_err(|e| db.failed(e))
 }
 
 /// Deletes rows useless at `now_ms`; how many.
