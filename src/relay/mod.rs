@@ -569,7 +569,6 @@ impl Relay {
         }
     }
 
-    /// A new response: kept when it may be, answered as a miss.
     /// A new response: kept when it may be, answered as a miss. `replaces`: a
     /// copy of the key was found (at either level), which a response that
     /// forbids sharing takes out of level 2 too (written behind, like a row).
