@@ -218,7 +218,7 @@ impl Entry {
 
 /// The fields of `headers` that are relayed: not hop-by-hop, not named by
 /// `Connection`, not the server's own, and with values that are valid header
-/// text.
+/// text; names in their usual spelling (see [`spelled`]).
 fn relayed(headers: &[(String, String)]) -> Vec<(Box<str>, Box<str>)> {
     let named: Vec<&str> = headers
         .iter()
@@ -234,8 +234,38 @@ fn relayed(headers: &[(String, String)]) -> Vec<(Box<str>, Box<str>)> {
                 && is_token(n)
                 && v.bytes().all(|b| b == b'\t' || (0x20..0x7f).contains(&b))
         })
-        .map(|(n, v)| (n.as_str().into(), v.as_str().into()))
+        .map(|(n, v)| (spelled(n), v.as_str().into()))
         .collect()
+}
+
+/// A field name as HTTP/1.1 usually spells it. The upstream client hands names
+/// over in lower case (as HTTP/2 writes them); relayed next to this server's
+/// own fields they would read `content-type` beside `Content-Length`. Names are
+/// case-insensitive, so this is only their look: a lower-case name gets each
+/// `-`-separated word capitalised, with the usual exceptions (`ETag`,
+/// `WWW-Authenticate`, ...); a name with a capital in it is kept as it is.
+fn spelled(name: &str) -> Box<str> {
+    const EXCEPTIONS: &[&str] = &[
+        "ETag",
+        "WWW-Authenticate",
+        "Content-MD5",
+        "X-XSS-Protection",
+        "X-UA-Compatible",
+        "DNT",
+    ];
+    if name.bytes().any(|b| b.is_ascii_uppercase()) {
+        return name.into();
+    }
+    if let Some(known) = EXCEPTIONS.iter().find(|e| e.eq_ignore_ascii_case(name)) {
+        return (*known).into();
+    }
+    let mut out = String::with_capacity(name.len());
+    let mut word_start = true;
+    for c in name.chars() {
+        out.push(if word_start { c.to_ascii_uppercase() } else { c });
+        word_start = c == '-';
+    }
+    out.into()
 }
 
 fn is_token(name: &str) -> bool {
@@ -415,6 +445,27 @@ mod tests {
         ] {
             assert!(Entry::new(received(&[h]), &DEFAULTS, 0).life.is_none(), "{h:?}");
         }
+    }
+
+    #[test]
+    fn lower_case_names_get_their_usual_spelling() {
+        let e = Entry::new(
+            received(&[
+                ("content-type", "application/json"),
+                ("etag", "\"v1\""),
+                ("x-end-to-end", "kept"),
+                ("www-authenticate", "Bearer"),
+                ("X-MiXeD", "as sent"),
+            ]),
+            &DEFAULTS,
+            0,
+        );
+        assert_eq!(
+            std::str::from_utf8(&e.lines).unwrap(),
+            "\r\nDate: Thu, 01 Jan 1970 00:00:00 GMT\r\nContent-Type: application/json\r\nETag: \"v1\"\r\n\
+X-End-To-End: kept\r\nWWW-Authenticate: Bearer\r\nX-MiXeD: as sent"
+        );
+        assert_eq!(e.etag.as_deref(), Some("\"v1\""), "validators are still found");
     }
 
     #[test]
