@@ -641,7 +641,7 @@ fn a_miss_behind_another_instances_fetch_waits_one_timeout_in_all() {
     // A takes the key's lease and asks an upstream that never answers in time.
     let path = "/relay/stuck?max_age=600&delay_ms=30000";
     let first = std::thread::spawn(move || get(a.addr, path, "").status);
-    assert!(eventually(bound(Duration::from_secs(1)), || upstream
+    assert!(eventually(Duration::from_secs(1), || upstream
         .count("/base/stuck?max_age=600&delay_ms=30000")
         == 1));
     // B waits for A's row until A's lease ends; what is left of its own timeout
