@@ -2,9 +2,9 @@
 //! under a counting global allocator, and twenty thousand pipelined GET /health
 //! requests (and as many POST /event for a known user, rate-limited: charged to
 //! the client IP, answered with the RateLimit fields, as many authenticated
-//! GET /api/sample/{id} answered from the read cache with their ETag, and as many
-//! relayed GETs answered from the relay's memory) after warm-up must not
-//! allocate once, in any thread. (The relay's test upstream is another process.)
+//! GET /api/sample/{id} answered from the read cache with their ETag, as many
+//! relayed GETs answered from the relay's memory, and as many requests refused
+//! with 401) after warm-up must not allocate once, in any thread. (The relay's test upstream is another process.)
 //!
 //! This file holds a single test so no other test shares the process.
 // A panic is how a test reports failure, so unwrap is fine here.
@@ -44,6 +44,7 @@ unsafe impl GlobalAlloc for Counting {
 static GLOBAL: Counting = Counting;
 
 const DEPTH: usize = 16;
+const OK: &[u8] = b"HTTP/1.1 200 OK\r\n";
 
 /// Sends DEPTH pipelined requests and reads exactly `len` response bytes, into
 /// buffers allocated by the caller.
@@ -58,16 +59,18 @@ fn round(s: &mut std::net::TcpStream, batch: &[u8], buf: &mut [u8], len: usize) 
 }
 
 /// Allocations made, in the whole process, while `one` is answered 20,000 times
-/// (pipelined DEPTH at a time) after warm-up. Every answer must contain `has`.
-fn allocations_for(s: &mut std::net::TcpStream, one: &[u8], has: &[u8]) -> u64 {
+/// (pipelined DEPTH at a time) after warm-up. The first and the last answer
+/// must start with `status` and contain `has` (all answers are the same length).
+fn allocations_for(s: &mut std::net::TcpStream, one: &[u8], status: &[u8], has: &[u8]) -> u64 {
     let batch: Vec<u8> = one.iter().copied().cycle().take(one.len() * DEPTH).collect();
     let mut buf = vec![0u8; 64 * 1024];
     // Every answer has the same length (the Date value is fixed-width, and so is
     // a generated request ID).
     s.write_all(one).expect("write");
     let response_len = s.read(&mut buf).expect("read");
+    let expected = |answer: &[u8]| answer.starts_with(status) && answer.windows(has.len()).any(|w| w == has);
     assert!(
-        buf[..response_len].windows(has.len()).any(|w| w == has),
+        expected(&buf[..response_len]),
         "{:?}",
         String::from_utf8_lossy(&buf[..response_len])
     );
@@ -79,7 +82,8 @@ fn allocations_for(s: &mut std::net::TcpStream, one: &[u8], has: &[u8]) -> u64 {
         round(s, &batch, &mut buf, response_len * DEPTH);
     }
     let allocations = ALLOCS.load(Relaxed) - before;
-    assert!(buf[..response_len].starts_with(b"HTTP/1.1 200 OK\r\n"));
+    let last = &buf[response_len * (DEPTH - 1)..response_len * DEPTH];
+    assert!(expected(last), "{:?}", String::from_utf8_lossy(last));
     allocations
 }
 
@@ -124,12 +128,13 @@ fn plain_requests_allocate_nothing_after_warm_up() {
     let health = allocations_for(
         &mut s,
         b"GET /health HTTP/1.1\r\nHost: t\r\n\r\n",
+        OK,
         br#"{"status":"ok"}"#,
     );
     assert_eq!(health, 0, "{health} allocations for 20000 GET /health requests");
     // An event for a user already seen parses by borrowing and allocates nothing.
     let event = b"POST /event HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: 31\r\n\r\n{\"userId\":\"user_1\",\"value\":2.5}";
-    let events = allocations_for(&mut s, event, b";t=1\r\nX-Request-Id: ");
+    let events = allocations_for(&mut s, event, OK, b";t=1\r\nX-Request-Id: ");
     assert_eq!(events, 0, "{events} allocations for 20000 POST /event requests");
     // A sample read by its owner, from the read cache: token from the token
     // cache, body and ETag shared with the cache entry.
@@ -143,8 +148,8 @@ fn plain_requests_allocate_nothing_after_warm_up() {
     // The insert's own NOTIFY invalidates the read cache when the listener gets
     // it, a few milliseconds later: one whole pass more of warm-up, so that a
     // late delivery on a loaded machine is not counted as the hot path's.
-    allocations_for(&mut s, read.as_bytes(), b"\r\nETag: \"");
-    let reads = allocations_for(&mut s, read.as_bytes(), b"\r\nETag: \"");
+    allocations_for(&mut s, read.as_bytes(), OK, b"\r\nETag: \"");
+    let reads = allocations_for(&mut s, read.as_bytes(), OK, b"\r\nETag: \"");
     assert_eq!(
         reads, 0,
         "{reads} allocations for 20000 cached GET /api/sample/{{id}} requests"
@@ -157,9 +162,18 @@ fn plain_requests_allocate_nothing_after_warm_up() {
     let miss = api.get(target, None);
     assert_eq!(miss.status, 200, "{}", miss.text());
     let hit = format!("GET {target} HTTP/1.1\r\nHost: t\r\n\r\n");
-    let hits = allocations_for(&mut s, hit.as_bytes(), b"\r\nX-Cache: HIT");
+    let hits = allocations_for(&mut s, hit.as_bytes(), OK, b"\r\nX-Cache: HIT");
     assert_eq!(hits, 0, "{hits} allocations for 20000 relay cache hits");
     assert_eq!(upstream.total(), 1, "one upstream request: every other was a hit");
+    // A refusal (here 401: no token) writes its JSON body into the worker's
+    // reused body buffer: refusing, as under overload, allocates nothing either.
+    let refused = allocations_for(
+        &mut s,
+        b"GET /api/sample/1 HTTP/1.1\r\nHost: t\r\n\r\n",
+        b"HTTP/1.1 401 Unauthorized\r\n",
+        br#"{"error":"unauthorized""#,
+    );
+    assert_eq!(refused, 0, "{refused} allocations for 20000 refused requests");
     drop(s);
     server.stopper().stop();
     server.join();

@@ -206,25 +206,46 @@ impl Error {
     }
 }
 
+/// What the connection and the request add to an error response.
+pub struct ErrorHead<'a> {
+    pub date: &'a [u8],
+    /// The connection closes after it.
+    pub close: bool,
+    /// A HEAD request: the body is left out.
+    pub head_only: bool,
+    pub request_id: &'a [u8],
+    /// Further header lines, each starting with CRLF.
+    pub lines: &'a [u8],
+}
+
 impl Error {
     /// Appends the whole error response to `out`, with its request ID.
     pub fn encode(&self, out: &mut Vec<u8>, date: &[u8], close: bool, head_only: bool, request_id: &[u8]) {
-        self.encode_with(out, date, close, head_only, request_id, b"");
+        let parts = ErrorHead {
+            date,
+            close,
+            head_only,
+            request_id,
+            lines: b"",
+        };
+        self.encode_with(out, &mut Vec::new(), parts);
     }
 
-    /// Appends the whole error response to `out`, with its request ID and further
-    /// header lines (each starting with CRLF).
-    pub fn encode_with(
-        &self,
-        out: &mut Vec<u8>,
-        date: &[u8],
-        close: bool,
-        head_only: bool,
-        request_id: &[u8],
-        lines: &[u8],
-    ) {
-        let mut body = Vec::new();
-        self.write_body(&mut body);
+    /// Appends the whole error response to `out`, with the `parts` the connection
+    /// and the request add. The body is written into `scratch` first (cleared
+    /// here): a buffer the caller reuses, so that answering an error allocates
+    /// nothing once it has grown.
+    pub fn encode_with(&self, out: &mut Vec<u8>, scratch: &mut Vec<u8>, parts: ErrorHead<'_>) {
+        let ErrorHead {
+            date,
+            close,
+            head_only,
+            request_id,
+            lines,
+        } = parts;
+        scratch.clear();
+        self.write_body(scratch);
+        let body = &*scratch;
         // An error is about this one request: no cache may keep it.
         let mut fields = [("Cache-Control", "no-store"), ("", ""), ("", "")];
         let mut n = 1;
@@ -246,7 +267,7 @@ impl Error {
             request_id,
             close: close || self.closes_connection(),
         };
-        encode(out, date, &head, &body, head_only);
+        encode(out, date, &head, body, head_only);
     }
 }
 

@@ -12,7 +12,7 @@
 use super::conn::{Conn, Grant, Held, Phase};
 use super::shared::Shared;
 use super::transfer::{AnswerMeta, Incoming, Outgoing};
-use crate::api::error::{ApiError, Error};
+use crate::api::error::{ApiError, Error, ErrorHead};
 use crate::api::request::{Reply, Request};
 use crate::api::route::{BodyUse, Lane, Plan, Wait, ROUTE_LABELS, UNMATCHED};
 use crate::api::{Api, Looked, Staged, Ticket};
@@ -504,14 +504,15 @@ impl Dispatcher {
                     self.shared.stats.limited.fetch_add(1, Relaxed);
                 }
                 let close = close || e.closes_connection();
-                e.encode_with(
-                    &mut self.out,
+                let parts = ErrorHead {
                     date,
                     close,
                     head_only,
-                    self.meta.id.as_bytes(),
-                    self.meta.quota.lines(),
-                );
+                    request_id: self.meta.id.as_bytes(),
+                    lines: self.meta.quota.lines(),
+                };
+                // The handler's body buffer is free: the error's body goes there.
+                e.encode_with(&mut self.out, &mut self.body, parts);
                 (None, close)
             }
         }
