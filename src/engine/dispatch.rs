@@ -576,13 +576,14 @@ impl Dispatcher {
         self.count(None);
         log_failure(&e, &self.meta.id);
         let before = self.out.len();
-        e.encode(
-            &mut self.out,
-            self.date.now(),
-            true,
+        let parts = ErrorHead {
+            date: self.date.now(),
+            close: true,
             head_only,
-            self.meta.id.as_bytes(),
-        );
+            request_id: self.meta.id.as_bytes(),
+            lines: b"",
+        };
+        e.encode_with(&mut self.out, &mut self.body, parts);
         self.record(e.status(), (self.out.len() - before) as u64);
     }
 

@@ -461,7 +461,7 @@ mod tests {
             0,
         );
         assert_eq!(
-            std::str::from_utf8(&e.lines).unwrap(),
+            std::str::from_utf8(&e.lines).expect("header lines are text"),
             "\r\nDate: Thu, 01 Jan 1970 00:00:00 GMT\r\nContent-Type: application/json\r\nETag: \"v1\"\r\n\
 X-End-To-End: kept\r\nWWW-Authenticate: Bearer\r\nX-MiXeD: as sent"
         );
@@ -498,7 +498,7 @@ X-End-To-End: kept\r\nWWW-Authenticate: Bearer\r\nX-MiXeD: as sent"
         );
         assert_eq!(date_of(&e), theirs);
         assert!(std::str::from_utf8(&e.lines_304)
-            .unwrap()
+            .expect("header lines are text")
             .starts_with(&format!("\r\nDate: {theirs}")));
         // None, or one that is no HTTP-date: the time it was received.
         for h in [

@@ -444,13 +444,20 @@ impl Relay {
     /// what a timeout gives (stale within stale-if-error, else 504).
     fn expired(&self, stale: Option<Arc<Entry>>, now: u64) -> Fetched {
         self.figures.expired.fetch_add(1, Relaxed);
+        self.stale_instead(&stale, now)
+            .unwrap_or_else(|| Fetched::error(RelayError::Timeout))
+    }
+
+    /// The stale entry, served (and counted) instead of an error while its
+    /// stale-if-error window lasts at `now`.
+    fn stale_instead(&self, stale: &Option<Arc<Entry>>, now: u64) -> Option<Fetched> {
         stale
+            .as_ref()
             .filter(|e| !matches!(usable(e, now), None | Some(Freshness::Expired)))
             .map(|e| {
                 self.figures.stale.fetch_add(1, Relaxed);
-                Fetched::entry(e, XCache::Stale)
+                Fetched::entry(Arc::clone(e), XCache::Stale)
             })
-            .unwrap_or_else(|| Fetched::error(RelayError::Timeout))
     }
 
     /// Asks the upstream for `job.key` (conditionally when a stale entry has
@@ -512,16 +519,6 @@ impl Relay {
             }
         };
         let now = now_ms();
-        // Served stale instead of an error while its stale-if-error window lasts.
-        let fallback = |stale: &Option<Arc<Entry>>| {
-            stale
-                .as_ref()
-                .filter(|e| !matches!(usable(e, now), None | Some(Freshness::Expired)))
-                .map(|e| {
-                    self.figures.stale.fetch_add(1, Relaxed);
-                    Fetched::entry(Arc::clone(e), XCache::Stale)
-                })
-        };
         match got {
             // A 304 naming another representation than the stored one renews
             // nothing: ask again, without conditions.
@@ -556,7 +553,7 @@ impl Relay {
             },
             Ok(received) if received.status >= 500 => {
                 self.figures.upstream_failures.fetch_add(1, Relaxed);
-                match fallback(&stale) {
+                match self.stale_instead(&stale, now) {
                     Some(f) => (f, None),
                     None => self.answer_fresh(key, received, now, stale.is_some()),
                 }
@@ -564,7 +561,11 @@ impl Relay {
             Ok(received) => self.answer_fresh(key, received, now, stale.is_some()),
             Err(e) => {
                 self.figures.upstream_failures.fetch_add(1, Relaxed);
-                (fallback(&stale).unwrap_or_else(|| Fetched::error(e)), None)
+                (
+                    self.stale_instead(&stale, now)
+                        .unwrap_or_else(|| Fetched::error(e)),
+                    None,
+                )
             }
         }
     }
