@@ -63,6 +63,33 @@ wrk_cpu() { # wrk_cpu PORT "PID..." PATH: "req/s cpu-us-per-request" of one wrk 
         END {printf "%.0f %.3f\n", r, t / hz * 1e6 / n}'
 }
 
+# pin_database CPUS: moves the project-local PostgreSQL (postmaster and every
+# process it has forked; backends forked later inherit it) onto CPUS, so that the
+# server and its database are the system under test on the server CPU and the
+# load CPU runs the load alone. A database given by DATABASE_URL is not ours to
+# move: it is left alone, and said so; PIN_DATABASE=no leaves the project-local
+# one alone too. The caller's EXIT trap calls unpin_database.
+pin_database() {
+    local pidfile=${PG_DIR:-$ROOT/.pg}/data/postmaster.pid p
+    DATABASE_PINNED=no
+    if [ "${PIN_DATABASE:-yes}" = no ] || [ -n "${DATABASE_URL:-}" ] || [ ! -r "$pidfile" ]; then
+        echo "PostgreSQL not pinned: it runs wherever the kernel puts it" >&2
+        return 0
+    fi
+    DATABASE_PM=$(head -n1 "$pidfile")
+    for p in "$DATABASE_PM" $(pgrep -P "$DATABASE_PM"); do taskset -a -p -c "$1" "$p" >/dev/null 2>&1 || true; done
+    DATABASE_PINNED=yes
+}
+
+unpin_database() { # unpin_database: gives the pinned PostgreSQL every CPU back
+    local p
+    [ "${DATABASE_PINNED:-no}" = yes ] || return 0
+    for p in "$DATABASE_PM" $(pgrep -P "$DATABASE_PM"); do
+        taskset -a -p -c "0-$(($(nproc) - 1))" "$p" >/dev/null 2>&1 || true
+    done
+    DATABASE_PINNED=no
+}
+
 start_one_worker() { # start_one_worker DB_URL DIR PORT [FLAGS]: a 1-worker server on the server CPU; prints its pid
     local url=$1 dir=$2 port=$3
     shift 3

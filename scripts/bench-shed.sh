@@ -1,22 +1,32 @@
 #!/usr/bin/env bash
 # Load shedding under overload: GET /api/sample/{id} as a database read (the read
 # cache off: a cached read is as cheap as /health and no longer what this bench is
-# about) on crudrs on CPU 1, the open-model load-client on CPU 0 (1024 connections,
-# 8-deep, so the client's own window never limits what it offers). For each worker
-# count in SHED_WORKERS (default "4 1"): first the server's capacity (closed model,
-# 64 connections); then offered 1x, 2x and 4x that rate, with shedding on (the
-# defaults) and off (--shed-target 0). Reports goodput (2xx per second) against the
-# peak goodput of that worker count, refusals, and the p99 of accepted requests
-# (from their intended send time: no coordinated omission, and from when they were
-# written, which leaves the client's own lag out). ROUNDS rounds (default 3), each
-# with its own capacity and peak; the table gives the medians, then every run.
+# about) on crudrs on CPU 1 together with its PostgreSQL (pin_database: the system
+# under test on one CPU, the open-model load-client alone on CPU 0; PIN_DATABASE=no
+# leaves PostgreSQL to the kernel). The client opens 1024 connections, PIPELINE
+# (default 8) requests deep each. For each worker count in SHED_WORKERS (default
+# "4 1"): first the server's capacity, the most it completes when it never waits
+# for work (closed model, the same 1024 connections 8 deep); then offered 1x, 2x and
+# 4x that rate, with shedding on (the defaults) and off (--shed-target 0). Reports
+# goodput (2xx per second) against the peak goodput of that worker count, refusals,
+# the p99 of accepted requests (from their intended send time: no coordinated
+# omission, and from when they were written, which leaves the client's own lag
+# out), and how many requests each pickup of a connection answered (from
+# /metrics: answers over queue pickups; the client's window caps it at PIPELINE).
+# ROUNDS rounds (default 3), each with its own capacity and peak; the table gives
+# the medians, then every run.
+#
+# Why the database on the server's CPU: left to the kernel, PostgreSQL's backends
+# ran on both CPUs and shared the load CPU with the client, whose own work triples
+# with shedding at 4x (it reads every refusal); back-to-back runs of one
+# configuration differed by up to 30%. Pinned, seven back-to-back runs without
+# shedding stayed within 5% of each other (the VM's drift from minute to minute
+# remains, hence rounds).
 #
 # Why 4 workers first: a worker blocks on each PostgreSQL round trip, so one
 # worker serves nothing else during a query, and every refusal takes the only
-# worker away from the queries; several workers overlap them (capacity measured
-# here: about 30-34k req/s with 4 workers, 24-25k with 1). A route bound by
-# database reads is run with more workers than CPUs. Writes
-# bench-results/shed.md.
+# worker away from the queries; several workers overlap them. A route bound by
+# database reads is run with more workers than CPUs. Writes bench-results/shed.md.
 set -euo pipefail
 # Before bench-lib.sh, which would set its own default.
 DURATION=${DURATION:-6s}
@@ -25,8 +35,14 @@ cd "$ROOT"
 build_release
 PORT_RS=${PORT_RS:-18089}
 url=$(fresh_db crudrs_bench_shed)
+pin_database "$SERVER_CPU"
+PIPELINE=${PIPELINE:-8}
 tmp=$(mktemp -d)
-cleanup() { [ -n "${srv:-}" ] && kill "$srv" 2>/dev/null || true; rm -rf "$tmp"; }
+cleanup() {
+    [ -n "${srv:-}" ] && kill "$srv" 2>/dev/null || true
+    unpin_database
+    rm -rf "$tmp"
+}
 trap cleanup EXIT
 
 start() {
@@ -36,53 +52,61 @@ start() {
     wait_port "$PORT_RS"
 }
 stop() { kill "$srv"; wait "$srv" 2>/dev/null || true; srv=; }
-# load ARGS...: "goodput refused-per-second ok-p99-ms ok-p99-from-send-ms client-cpu" of one run
+# pickups: how many times a worker has picked a connection off the task queue
+pickups() { curl -s "http://127.0.0.1:$PORT_RS/metrics" | awk '/^crudrs_queue_wait_seconds_count/ {print $2}'; }
+# load ARGS...: "goodput refused-per-second ok-p99-ms ok-p99-from-send-ms client-cpu answers-per-pickup" of one run
 load() {
+    local p0 p1
+    p0=$(pickups)
     taskset -c "$LOAD_CPU" target/release/load-client "$@" --mix get-sample --duration "$DURATION" \
         --target "http://127.0.0.1:$PORT_RS" --quiet --json "$tmp/r.json" >/dev/null || true
+    p1=$(pickups)
     python3 -c "
 import json, sys
 d = json.load(open(sys.argv[1])); k = d['kinds']['get-sample']; e = d['elapsed_s']
+per_pickup = k['count'] / max(float(sys.argv[3]) - float(sys.argv[2]), 1)
 print(round(k['ok'] / e), round((k['count'] - k['ok']) / e), k['ok_p99_ms'], k['ok_sent_p99_ms'],
-      round(d['client_cpu_share'] * 100))" "$tmp/r.json"
+      round(d['client_cpu_share'] * 100), round(per_pickup, 1))" "$tmp/r.json" "$p0" "$p1"
 }
 
 ROUNDS=${ROUNDS:-3}
 : >"$tmp/all"
 for round in $(seq 1 "$ROUNDS"); do
     for workers in ${SHED_WORKERS:-4 1}; do
-        start
-        read -r capacity _ _ <<<"$(load 1 64)"
+        start --shed-target 0
+        read -r capacity _ <<<"$(load 2 512 --pipeline 8)"
         stop
         peak=$capacity
         : >"$tmp/runs"
         for mult in 1 2 4; do
             for mode in on off; do
                 if [ "$mode" = on ]; then start; else start --shed-target 0; fi
-                read -r good refused p99 sent_p99 client <<<"$(load 2 512 --pipeline 8 --rate $((capacity * mult)))"
+                read -r good refused p99 sent_p99 client per_pickup <<<"$(load 2 512 --pipeline "$PIPELINE" --rate $((capacity * mult)))"
                 stop
                 [ "$good" -gt "$peak" ] && peak=$good
-                echo "$mult $mode $good $refused $p99 $sent_p99 $client" >>"$tmp/runs"
+                echo "$mult $mode $good $refused $p99 $sent_p99 $client $per_pickup" >>"$tmp/runs"
             done
         done
         # Each run against the peak of its own round: rounds drift apart on this VM.
         awk -v r="$round" -v w="$workers" -v c="$capacity" -v p="$peak" \
-            '{printf "%s %s %s %s %s %s %.2f %s %s %s %s\n", r, w, c, $1, $2, $3, $3 / p, $4, $5, $6, $7}' \
+            '{printf "%s %s %s %s %s %s %.2f %s %s %s %s %s\n", r, w, c, $1, $2, $3, $3 / p, $4, $5, $6, $7, $8}' \
             "$tmp/runs" >>"$tmp/all"
     done
 done
 {
-    echo "GET /api/sample/{id} (a database read: read cache off) under overload, $DURATION per run, $ROUNDS rounds (crudrs on CPU $SERVER_CPU; open-model load-client on CPU $LOAD_CPU, 1024 connections x 8 deep)"
+    echo "GET /api/sample/{id} (a database read: read cache off) under overload, $DURATION per run, $ROUNDS rounds (crudrs on CPU $SERVER_CPU, PostgreSQL pinned there too: $DATABASE_PINNED; open-model load-client on CPU $LOAD_CPU, 1024 connections x $PIPELINE deep)"
     echo
-    echo "Capacity: closed model, 64 connections, measured at the start of each round; offered rates are multiples of it."
+    echo "Capacity: closed model, 1024 connections x 8 deep (the most the server completes when it never waits for"
+    echo "work), measured at the start of each round; offered rates are multiples of it."
     echo "Peak: the highest goodput of any run of that round and worker count (with shedding off it comes from deep"
     echo "pipelines behind a queue seconds long). p99 from send: the same answers timed from when the client wrote"
-    echo "them, without the client's own schedule lag (the part that is the server's)."
+    echo "them, without the client's own schedule lag (the part that is the server's). Answers per pickup: requests"
+    echo "answered each time a worker took a connection off the queue (the client's window caps it at $PIPELINE)."
     echo
     echo "Medians over the rounds:"
     echo
-    echo "| workers | offered | shedding | goodput req/s | goodput / peak | refused (503) req/s | p99 accepted ms | p99 from send ms |"
-    echo "|---:|---:|---|---:|---:|---:|---:|---:|"
+    echo "| workers | offered | shedding | goodput req/s | goodput / peak | refused (503) req/s | p99 accepted ms | p99 from send ms | answers per pickup |"
+    echo "|---:|---:|---|---:|---:|---:|---:|---:|---:|"
     python3 - "$tmp/all" <<'PY'
 import sys, statistics
 rows = [l.split() for l in open(sys.argv[1]) if l.strip()]
@@ -94,12 +118,12 @@ for r in rows:
 for w, m, mode in keys:
     sel = [r for r in rows if (r[1], r[3], r[4]) == (w, m, mode)]
     med = lambda i, f=float: statistics.median(f(r[i]) for r in sel)
-    print(f"| {w} | {m}x | {mode} | {med(5):.0f} | {med(6):.2f} | {med(7):.0f} | {med(8):.1f} | {med(9):.1f} |")
+    print(f"| {w} | {m}x | {mode} | {med(5):.0f} | {med(6):.2f} | {med(7):.0f} | {med(8):.1f} | {med(9):.1f} | {med(11):.1f} |")
 PY
     echo
     echo "Every run:"
     echo
-    echo "| round | workers | capacity req/s | offered | shedding | goodput req/s | goodput / peak | refused (503) req/s | p99 accepted ms | p99 from send ms | client CPU % |"
-    echo "|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|"
-    awk '{printf "| %s | %s | %s | %sx | %s | %s | %s | %s | %s | %s | %s |\n", $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11}' "$tmp/all"
+    echo "| round | workers | capacity req/s | offered | shedding | goodput req/s | goodput / peak | refused (503) req/s | p99 accepted ms | p99 from send ms | client CPU % | answers per pickup |"
+    echo "|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|"
+    awk '{printf "| %s | %s | %s | %sx | %s | %s | %s | %s | %s | %s | %s | %s |\n", $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12}' "$tmp/all"
 } | tee "$RESULTS/shed.md"
