@@ -14,7 +14,9 @@
 # out), and how many requests each pickup of a connection answered (from
 # /metrics: answers over queue pickups; the client's window caps it at PIPELINE).
 # ROUNDS rounds (default 3), each with its own capacity and peak; the table gives
-# the medians, then every run.
+# the medians, then every run. MIX=list-samples loads GET /api/samples?limit=20
+# instead (a page of 20 samples, about three times the work of one read; written to
+# bench-results/shed-list.md): how the ratio moves with the work a refusal saves.
 #
 # Why the database on the server's CPU: left to the kernel, PostgreSQL's backends
 # ran on both CPUs and shared the load CPU with the client, whose own work triples
@@ -37,6 +39,7 @@ PORT_RS=${PORT_RS:-18089}
 url=$(fresh_db crudrs_bench_shed)
 pin_database "$SERVER_CPU"
 PIPELINE=${PIPELINE:-8}
+MIX=${MIX:-get-sample}
 tmp=$(mktemp -d)
 cleanup() {
     [ -n "${srv:-}" ] && kill "$srv" 2>/dev/null || true
@@ -58,17 +61,22 @@ pickups() { curl -s "http://127.0.0.1:$PORT_RS/metrics" | awk '/^crudrs_queue_wa
 load() {
     local p0 p1
     p0=$(pickups)
-    taskset -c "$LOAD_CPU" target/release/load-client "$@" --mix get-sample --duration "$DURATION" \
+    taskset -c "$LOAD_CPU" target/release/load-client "$@" --mix "$MIX" --setup-users 20 --duration "$DURATION" \
         --target "http://127.0.0.1:$PORT_RS" --quiet --json "$tmp/r.json" >/dev/null || true
     p1=$(pickups)
     python3 -c "
 import json, sys
-d = json.load(open(sys.argv[1])); k = d['kinds']['get-sample']; e = d['elapsed_s']
+d = json.load(open(sys.argv[1])); k = d['kinds'][sys.argv[4]]; e = d['elapsed_s']
 per_pickup = k['count'] / max(float(sys.argv[3]) - float(sys.argv[2]), 1)
 print(round(k['ok'] / e), round((k['count'] - k['ok']) / e), k['ok_p99_ms'], k['ok_sent_p99_ms'],
-      round(d['client_cpu_share'] * 100), round(per_pickup, 1))" "$tmp/r.json" "$p0" "$p1"
+      round(d['client_cpu_share'] * 100), round(per_pickup, 1))" "$tmp/r.json" "$p0" "$p1" "$MIX"
 }
 
+case $MIX in
+get-sample) what="GET /api/sample/{id} (a database read: read cache off)" report=shed.md ;;
+list-samples) what="GET /api/samples?limit=20 (a page of 20 samples: read cache off)" report=shed-list.md ;;
+*) echo "MIX: get-sample or list-samples" >&2; exit 2 ;;
+esac
 ROUNDS=${ROUNDS:-3}
 : >"$tmp/all"
 for round in $(seq 1 "$ROUNDS"); do
@@ -94,7 +102,7 @@ for round in $(seq 1 "$ROUNDS"); do
     done
 done
 {
-    echo "GET /api/sample/{id} (a database read: read cache off) under overload, $DURATION per run, $ROUNDS rounds (crudrs on CPU $SERVER_CPU, PostgreSQL pinned there too: $DATABASE_PINNED; open-model load-client on CPU $LOAD_CPU, 1024 connections x $PIPELINE deep)"
+    echo "$what under overload, $DURATION per run, $ROUNDS rounds (crudrs on CPU $SERVER_CPU, PostgreSQL pinned there too: $DATABASE_PINNED; open-model load-client on CPU $LOAD_CPU, 1024 connections x $PIPELINE deep)"
     echo
     echo "Capacity: closed model, 1024 connections x 8 deep (the most the server completes when it never waits for"
     echo "work), measured at the start of each round; offered rates are multiples of it."
@@ -126,4 +134,4 @@ PY
     echo "| round | workers | capacity req/s | offered | shedding | goodput req/s | goodput / peak | refused (503) req/s | p99 accepted ms | p99 from send ms | client CPU % | answers per pickup |"
     echo "|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|"
     awk '{printf "| %s | %s | %s | %sx | %s | %s | %s | %s | %s | %s | %s | %s |\n", $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12}' "$tmp/all"
-} | tee "$RESULTS/shed.md"
+} | tee "$RESULTS/$report"

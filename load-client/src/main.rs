@@ -39,7 +39,7 @@ struct Args {
     /// Total requests instead of the per-socket count.
     #[arg(long)]
     requests: Option<u64>,
-    /// Request kinds with weights: create, login, sample, file, event, counter, health, get-sample, relay.
+    /// Request kinds with weights: create, login, sample, file, event, counter, health, get-sample, list-samples, relay.
     #[arg(long, default_value = "create=1,login=1,sample=1")]
     mix: String,
     /// Requests in flight per socket.
@@ -137,7 +137,9 @@ fn run(a: Args) -> Result<bool, String> {
     let run_tag = loadclient::run_tag(a.seed);
     let needs_users = mix.kinds().any(Kind::needs_users);
     let fixture = if needs_users {
-        let samples = mix.kinds().any(|k| k == Kind::GetSample);
+        let samples = mix
+            .kinds()
+            .any(|k| matches!(k, Kind::GetSample | Kind::ListSamples));
         scenario::setup(&target, &run_tag, a.setup_users.max(1), samples)?
     } else {
         loadclient::mix::Fixture {

@@ -20,11 +20,12 @@ pub enum Kind {
     Counter,
     Health,
     GetSample,
+    ListSamples,
     Relay,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 9] = [
+    pub const ALL: [Kind; 10] = [
         Kind::Create,
         Kind::Login,
         Kind::Sample,
@@ -33,6 +34,7 @@ impl Kind {
         Kind::Counter,
         Kind::Health,
         Kind::GetSample,
+        Kind::ListSamples,
         Kind::Relay,
     ];
 
@@ -46,6 +48,7 @@ impl Kind {
             Kind::Counter => "counter",
             Kind::Health => "health",
             Kind::GetSample => "get-sample",
+            Kind::ListSamples => "list-samples",
             Kind::Relay => "relay",
         }
     }
@@ -56,9 +59,15 @@ impl Kind {
 
     /// Whether requests of this kind need user tokens from set-up.
     pub fn needs_users(self) -> bool {
-        matches!(self, Kind::Login | Kind::Sample | Kind::File | Kind::GetSample)
+        matches!(
+            self,
+            Kind::Login | Kind::Sample | Kind::File | Kind::GetSample | Kind::ListSamples
+        )
     }
 }
+
+/// Samples per page a `list-samples` request asks for.
+pub const PAGE: usize = 20;
 
 /// Weighted choice of request kinds, e.g. `create=1,login=1,sample=1`.
 #[derive(Debug, Clone)]
@@ -136,6 +145,8 @@ pub enum Check {
     SampleId(i64),
     /// A body of exactly this many bytes.
     Len(usize),
+    /// `{"samples": [...]}` with at least this many and at most [`PAGE`] samples.
+    Page(usize),
     /// Any body.
     Any,
 }
@@ -157,6 +168,11 @@ impl Expect {
             || serde_json::from_slice::<serde_json::Value>(body).map_err(|_| "body is not JSON".to_string());
         match &self.check {
             Check::Any => Ok(None),
+            Check::Page(min) => match json()?["samples"].as_array().map(Vec::len) {
+                Some(n) if (*min..=PAGE).contains(&n) => Ok(None),
+                Some(n) => Err(format!("a page of {n} samples, expected {min} to {PAGE}")),
+                None => Err("no samples array in body".into()),
+            },
             Check::Len(n) => {
                 if body.len() == *n {
                     Ok(None)
@@ -341,6 +357,14 @@ impl<'a> Gen<'a> {
                 );
                 (200, Check::SampleId(id))
             }
+            Kind::ListSamples => {
+                let auth = self.token();
+                let path = format!("/api/samples?limit={PAGE}");
+                crate::http::encode(out, "GET", &path, host, &[("Authorization", &auth)], b"");
+                // Every sample set-up made is in the table, so the first page holds
+                // at least as many of them as fit.
+                (200, Check::Page(self.fixture.sample_ids.len().min(PAGE)))
+            }
             Kind::Relay => {
                 self.relay.path_into(seq, &mut self.path);
                 crate::http::encode(out, "GET", &self.path, host, &[], b"");
@@ -390,5 +414,23 @@ mod tests {
         };
         assert_eq!(c.validate(200, br#"{"value":7}"#), Ok(Some(7)));
         assert!(c.validate(200, br#"{"value":"7"}"#).is_err());
+        let page = Expect {
+            kind: Kind::ListSamples,
+            status: 200,
+            check: Check::Page(2),
+        };
+        assert!(page
+            .validate(200, br#"{"samples":[{},{}],"next_after":null}"#)
+            .is_ok());
+        assert!(
+            page.validate(200, br#"{"samples":[{}]}"#).is_err(),
+            "fewer than set-up made"
+        );
+        let too_many = format!(r#"{{"samples":[{}]}}"#, vec!["{}"; PAGE + 1].join(","));
+        assert!(
+            page.validate(200, too_many.as_bytes()).is_err(),
+            "more than a page"
+        );
+        assert!(page.validate(200, b"{}").is_err());
     }
 }
