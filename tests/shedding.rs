@@ -1,7 +1,8 @@
 //! Load shedding: when connections keep waiting in the queue longer than the
 //! target, new requests get 503 + Retry-After at once, liveness and readiness are
-//! still answered, and serving resumes by itself once the queue drains. Without
-//! shedding the same overload is queued, never refused.
+//! still answered, and serving resumes by itself once the queue drains; the log
+//! gives each episode one line at its start and one at its end, which counts
+//! every refusal. Without shedding the same overload is queued, never refused.
 // A panic is how a test reports failure, so unwrap is fine here.
 #![allow(clippy::unwrap_used)]
 
@@ -35,7 +36,7 @@ fn overload(addr: std::net::SocketAddr) -> (Arc<AtomicBool>, Vec<std::thread::Jo
 #[test]
 fn a_standing_queue_is_shed_and_serving_resumes_when_it_drains() {
     let db = TestDb::new("shed");
-    let server = Server::start(
+    let server = Server::start_logged(
         &db.url,
         &[
             "1",
@@ -46,6 +47,8 @@ fn a_standing_queue_is_shed_and_serving_resumes_when_it_drains() {
             "100ms",
         ],
     );
+    // Every 503 any client of this test is answered: all of them are refusals.
+    let mut probes_refused = 0;
     let api = Api::new(server.addr);
     let (stop, clients) = overload(server.addr);
     // New requests are refused at once, with the documented answer.
@@ -55,6 +58,7 @@ fn a_standing_queue_is_shed_and_serving_resumes_when_it_drains() {
             let r = api.get("/stats", None);
             let shed = r.status == 503;
             if shed {
+                probes_refused += 1;
                 refused = Some(r);
             }
             shed
@@ -73,9 +77,37 @@ fn a_standing_queue_is_shed_and_serving_resumes_when_it_drains() {
     assert!(statuses.contains(&503), "the overloading clients were never shed");
     // Once the queue has drained, requests are served again.
     assert!(
-        eventually(Duration::from_secs(10), || api.get("/stats", None).status == 200),
+        eventually(Duration::from_secs(10), || {
+            let status = api.get("/stats", None).status;
+            probes_refused += usize::from(status == 503);
+            status == 200
+        }),
         "shedding never ended"
     );
+    // The log speaks of episodes: as many ends as starts (not a line per flip of
+    // the state), and the ends count exactly the refusals the clients got.
+    let count = |log: &[String], what: &str| log.iter().filter(|l| l.contains(what)).count();
+    assert!(
+        eventually(Duration::from_secs(10), || {
+            let log = server.log();
+            let over = count(&log, "load shedding over");
+            over >= 1 && over == count(&log, "load shedding begins")
+        }),
+        "shedding episodes not logged as begun and over: {:#?}",
+        server.log()
+    );
+    let log = server.log();
+    let logged_refusals: usize = log
+        .iter()
+        .filter_map(|l| {
+            l.split(" requests refused")
+                .next()
+                .filter(|_| l.contains("load shedding over"))
+        })
+        .map(|l| l.split_whitespace().last().unwrap().parse::<usize>().unwrap())
+        .sum();
+    let seen = probes_refused + statuses.iter().filter(|s| **s == 503).count();
+    assert_eq!(logged_refusals, seen, "{log:#?}");
 }
 
 #[test]

@@ -148,7 +148,7 @@ impl Dispatcher {
             let mut planned = self.api.plan(&head, rest);
             if let Ok(plan) = &planned {
                 if plan.shed && !waited && self.shared.shedder.is_shedding() {
-                    self.shared.stats.shed.fetch_add(1, Relaxed);
+                    self.shared.shedder.refuse();
                     planned = Err(ApiError::Shed.into());
                 }
             }

@@ -106,6 +106,7 @@ pub(crate) fn run(shared: Arc<Shared>, listener: TcpListener, mut poll: Poll) {
 
         if draining_since.is_none() && shared.is_shutting_down() {
             tracing::info!("shutting down: no new connections, finishing in-flight requests");
+            shared.shedder.finish(Instant::now());
             draining_since = Some(Instant::now());
             if let Some(l) = listener.take() {
                 let _ = reg.registry.deregister(&mut SourceFd(&l.as_raw_fd()));
@@ -115,6 +116,7 @@ pub(crate) fn run(shared: Arc<Shared>, listener: TcpListener, mut poll: Poll) {
         let now = Instant::now();
         if now >= next_scan || draining_since.is_some() {
             next_scan = now + TICK;
+            shared.shedder.tick(now);
             if let Some(l) = listener.as_ref().filter(|_| backlog_left) {
                 backlog_left = !accept_all(&shared, l, &mut date, &mut scratch);
             }

@@ -112,6 +112,7 @@ impl Server {
                         threads,
                         || s.registry.active(),
                         || s.queue.len(),
+                        || s.shedder.refused(),
                         || s.is_stopped(),
                     )
                 }),

@@ -88,7 +88,7 @@ impl Shared {
             accepted: load(&self.stats.accepted),
             refused: load(&self.stats.rejected),
             timeouts: load(&self.stats.timeouts),
-            shed: load(&self.stats.shed),
+            shed: self.shedder.refused(),
             panics: load(&self.stats.panics),
             abandoned: load(&self.stats.abandoned),
         }

@@ -41,8 +41,6 @@ pub struct Stats {
     /// Connections refused at the connection limit.
     pub rejected: AtomicU64,
     pub timeouts: AtomicU64,
-    /// Requests refused while shedding load.
-    pub shed: AtomicU64,
     /// Requests refused 429 (rate limits, failed-login limits).
     pub limited: AtomicU64,
     /// Panics caught while serving a connection; each cost that connection only.
@@ -89,6 +87,7 @@ pub fn status_line_loop(
     threads: usize,
     clients: impl Fn() -> usize,
     queued: impl Fn() -> usize,
+    shed: impl Fn() -> u64,
     done: impl Fn() -> bool,
 ) {
     let mut prev = stats.snapshot();
@@ -123,7 +122,7 @@ pub fn status_line_loop(
             d[5] as f64 / secs,
             mean_us,
             load.min(100.0),
-            stats.shed.load(Relaxed),
+            shed(),
             stats.limited.load(Relaxed),
             stats.panics.load(Relaxed),
         );

@@ -103,6 +103,9 @@ pub struct Server {
     pub addr: SocketAddr,
     /// The server's data directory (uploaded files), private to this server.
     pub data_dir: std::path::PathBuf,
+    /// What it logged on stderr, when started with [`Server::start_logged`]
+    /// (otherwise its stderr is the test's).
+    log: Option<std::sync::Arc<std::sync::Mutex<Vec<String>>>>,
 }
 
 /// Settings every test server gets through the environment twins of the flags, so
@@ -119,6 +122,24 @@ const BASE_ENV: &[(&str, &str)] = &[
 
 impl Server {
     pub fn start(db_url: &str, args: &[&str]) -> Server {
+        Server::start_with(db_url, args, false)
+    }
+
+    /// [`Server::start`], logging at info level into [`Server::log`] instead of
+    /// the test's stderr.
+    pub fn start_logged(db_url: &str, args: &[&str]) -> Server {
+        Server::start_with(db_url, args, true)
+    }
+
+    /// The lines logged so far (with `start_logged`; empty otherwise).
+    pub fn log(&self) -> Vec<String> {
+        self.log
+            .as_ref()
+            .map(|l| l.lock().unwrap().clone())
+            .unwrap_or_default()
+    }
+
+    fn start_with(db_url: &str, args: &[&str], logged: bool) -> Server {
         let data_dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!(
             "data-{}-{}",
             std::process::id(),
@@ -143,7 +164,20 @@ impl Server {
             )
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
+        if logged {
+            cmd.env("RUST_LOG", "info").stderr(Stdio::piped());
+        }
         let mut child = cmd.spawn().expect("spawn server");
+        let log = child.stderr.take().map(|stderr| {
+            let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+            let sink = std::sync::Arc::clone(&lines);
+            std::thread::spawn(move || {
+                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                    sink.lock().unwrap().push(line);
+                }
+            });
+            lines
+        });
         let stdout = child.stdout.take().expect("piped stdout");
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
@@ -167,6 +201,7 @@ impl Server {
             child,
             addr,
             data_dir,
+            log,
         }
     }
 
