@@ -13,9 +13,9 @@
 //! speaks of episodes, not flips: one line when shedding begins, one when it has
 //! stayed off for [`QUIET`] (how long it lasted, how many flips, how many
 //! requests were refused) or the server shuts down, and one every [`PROGRESS`]
-//! while it goes on. The
-//! episode is only touched on a flip and on the poller's tick, under a lock
-//! nothing else takes.
+//! while it goes on. Every flip of the state is made holding the episode's lock,
+//! so the two always agree; the lock is taken only on a flip and on the poller's
+//! tick, never on the hot path.
 
 use parking_lot::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -112,10 +112,13 @@ impl Shedder {
             if self.above_since.load(Ordering::Relaxed) != 0 {
                 self.above_since.store(0, Ordering::Relaxed);
             }
-            // A load first: the hot path writes nothing.
-            if self.shedding.load(Ordering::Relaxed) && self.shedding.swap(false, Ordering::Relaxed) {
-                if let Some(e) = self.episode.lock().as_mut() {
-                    e.off_since = Some(now);
+            // A load first: the hot path writes nothing and takes no lock.
+            if self.shedding.load(Ordering::Relaxed) {
+                let mut episode = self.episode.lock();
+                if self.shedding.swap(false, Ordering::Relaxed) {
+                    if let Some(e) = episode.as_mut() {
+                        e.off_since = Some(now);
+                    }
                 }
             }
             return None;
@@ -133,10 +136,14 @@ impl Shedder {
             Ok(_) => at,
             Err(since) => since,
         };
-        if at.saturating_sub(since) < interval || self.shedding.swap(true, Ordering::Relaxed) {
+        if at.saturating_sub(since) < interval || self.shedding.load(Ordering::Relaxed) {
             return None;
         }
         let mut episode = self.episode.lock();
+        if self.shedding.swap(true, Ordering::Relaxed) {
+            // Another worker turned it on first.
+            return None;
+        }
         match episode.as_mut() {
             Some(e) => {
                 e.off_since = None;
