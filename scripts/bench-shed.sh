@@ -34,12 +34,16 @@ set -euo pipefail
 DURATION=${DURATION:-6s}
 source "$(dirname "$0")/bench-lib.sh"
 cd "$ROOT"
+PIPELINE=${PIPELINE:-8}
+MIX=${MIX:-get-sample}
+case $MIX in
+get-sample) what="GET /api/sample/{id} (a database read: read cache off)" report=shed.md ;;
+list-samples) what="GET /api/samples?limit=20 (a page of 20 samples: read cache off)" report=shed-list.md ;;
+*) echo "MIX: get-sample or list-samples" >&2; exit 2 ;;
+esac
 build_release
 PORT_RS=${PORT_RS:-18089}
 url=$(fresh_db crudrs_bench_shed)
-pin_database "$SERVER_CPU"
-PIPELINE=${PIPELINE:-8}
-MIX=${MIX:-get-sample}
 tmp=$(mktemp -d)
 cleanup() {
     [ -n "${srv:-}" ] && kill "$srv" 2>/dev/null || true
@@ -47,6 +51,7 @@ cleanup() {
     rm -rf "$tmp"
 }
 trap cleanup EXIT
+pin_database "$SERVER_CPU"
 
 start() {
     taskset -c "$SERVER_CPU" target/release/server "$workers" --read-cache-bytes 0 --port "$PORT_RS" --database-url "$url" --data-dir "$tmp/data" \
@@ -72,11 +77,6 @@ print(round(k['ok'] / e), round((k['count'] - k['ok']) / e), k['ok_p99_ms'], k['
       round(d['client_cpu_share'] * 100), round(per_pickup, 1))" "$tmp/r.json" "$p0" "$p1" "$MIX"
 }
 
-case $MIX in
-get-sample) what="GET /api/sample/{id} (a database read: read cache off)" report=shed.md ;;
-list-samples) what="GET /api/samples?limit=20 (a page of 20 samples: read cache off)" report=shed-list.md ;;
-*) echo "MIX: get-sample or list-samples" >&2; exit 2 ;;
-esac
 ROUNDS=${ROUNDS:-3}
 : >"$tmp/all"
 for round in $(seq 1 "$ROUNDS"); do
