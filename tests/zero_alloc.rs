@@ -4,7 +4,8 @@
 //! the client IP, answered with the RateLimit fields, as many authenticated
 //! GET /api/sample/{id} answered from the read cache with their ETag, as many
 //! relayed GETs answered from the relay's memory, and as many requests refused
-//! with 401) after warm-up must not allocate once, in any thread. (The relay's test upstream is another process.)
+//! with 401) after warm-up must not allocate once, in any thread. (The relay's
+//! test upstream is another process.)
 //!
 //! This file holds a single test so no other test shares the process.
 // A panic is how a test reports failure, so unwrap is fine here.

@@ -4,8 +4,8 @@
 //! response the upstream's, which comes among its relayed fields), and
 //! `Content-Length` unless it is a 204 or a 304 (no body, no Content-Length);
 //! `Connection: close` when the server will close after it. (The interim
-//! `100 Continue` is a fixed line, [`CONTINUE`].) Nothing here allocates beyond growing the output buffer, which workers reuse
-//! across requests.
+//! `100 Continue` is a fixed line, [`CONTINUE`].) Nothing here allocates beyond
+//! growing the output buffer, which workers reuse across requests.
 
 /// `X-Instance-Id` of this process (`--instance-id`), set once at start-up: every
 /// response names the instance that made it, so a client behind a load balancer

@@ -6,7 +6,8 @@
 //!
 //! A short burst that queues briefly sheds nothing: only a standing queue does,
 //! which is what CoDel calls bad queue. The caller reports every pickup's wait;
-//! the hot path (waits under target, not shedding) is two relaxed atomic loads.
+//! the hot path (waits under target, not shedding) is one relaxed swap (the
+//! time of the last pickup) and two relaxed loads, no lock.
 //!
 //! Under sustained overload the state flips tens of times a second (a few
 //! milliseconds of refusals drain the queue, then it builds again), so the log
