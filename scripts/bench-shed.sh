@@ -17,6 +17,10 @@
 # the medians, then every run. MIX=list-samples loads GET /api/samples?limit=20
 # instead (a page of 20 samples, about three times the work of one read; written to
 # bench-results/shed-list.md): how the ratio moves with the work a refusal saves.
+# Last, the reference for what a refusal may cost: the budget a 0.9 goodput leaves
+# per refusal, against what one answer costs a do-nothing refuser
+# (load-client/examples/refuser.rs) and crudrs's GET /health at the same client
+# shape (see the report's last table).
 #
 # Why the database on the server's CPU: left to the kernel, PostgreSQL's backends
 # ran on both CPUs and shared the load CPU with the client, whose own work triples
@@ -42,11 +46,14 @@ list-samples) what="GET /api/samples?limit=20 (a page of 20 samples: read cache 
 *) echo "MIX: get-sample or list-samples" >&2; exit 2 ;;
 esac
 build_release
+cargo build --release -q -p load-client --example refuser
 PORT_RS=${PORT_RS:-18089}
+PORT_REF=${PORT_REF:-18092}
 url=$(fresh_db crudrs_bench_shed)
 tmp=$(mktemp -d)
 cleanup() {
     [ -n "${srv:-}" ] && kill "$srv" 2>/dev/null || true
+    [ -n "${ref:-}" ] && kill "$ref" 2>/dev/null || true
     unpin_database
     rm -rf "$tmp"
 }
@@ -77,6 +84,23 @@ print(round(k['ok'] / e), round((k['count'] - k['ok']) / e), k['ok_p99_ms'], k['
       round(d['client_cpu_share'] * 100), round(per_pickup, 1))" "$tmp/r.json" "$p0" "$p1" "$MIX"
 }
 
+# busy: "busy idle" clock ticks of the server CPU so far (idle and iowait are idle)
+busy() { awk -v c="cpu$SERVER_CPU" '$1 == c {print $2 + $3 + $4 + $7 + $8 + $9, $5 + $6}' /proc/stat; }
+# per_answer PORT: "answers-per-second µs-of-the-server-CPU-per-answer" of one closed-model run of
+# GET /health against PORT, the same 1024 connections PIPELINE deep (whatever the status)
+per_answer() {
+    local b0 i0 b1 i1
+    read -r b0 i0 <<<"$(busy)"
+    taskset -c "$LOAD_CPU" target/release/load-client 2 512 --pipeline "$PIPELINE" --mix health --duration "$DURATION" \
+        --target "http://127.0.0.1:$1" --quiet --json "$tmp/ref.json" >/dev/null || true
+    read -r b1 i1 <<<"$(busy)"
+    python3 -c "
+import json, sys
+d = json.load(open(sys.argv[1])); n = d['kinds']['health']['count'] / d['elapsed_s']
+b, i = int(sys.argv[2]), int(sys.argv[3])
+print(round(n), round(b / (b + i) / n * 1e6, 2))" "$tmp/ref.json" $((b1 - b0)) $((i1 - i0))
+}
+
 ROUNDS=${ROUNDS:-3}
 : >"$tmp/all"
 for round in $(seq 1 "$ROUNDS"); do
@@ -101,6 +125,24 @@ for round in $(seq 1 "$ROUNDS"); do
             "$tmp/runs" >>"$tmp/all"
     done
 done
+# The reference: what one answer costs on this machine at this client shape, with the
+# server CPU given to nothing else. The do-nothing refuser (load-client/examples/refuser.rs:
+# reads, finds head ends, writes canned 503s) is the least any server pays that reads and
+# writes each connection on its own; crudrs's GET /health is its own cheapest answer.
+: >"$tmp/refs"
+for round in $(seq 1 "$ROUNDS"); do
+    taskset -c "$SERVER_CPU" target/release/examples/refuser "$PORT_REF" &
+    ref=$!
+    wait_port "$PORT_REF"
+    read -r ref_rate ref_us <<<"$(per_answer "$PORT_REF")"
+    kill "$ref"; wait "$ref" 2>/dev/null || true; ref=
+    workers=1
+    start
+    read -r health_rate health_us <<<"$(per_answer "$PORT_RS")"
+    stop
+    echo "$round $ref_rate $ref_us $health_rate $health_us" >>"$tmp/refs"
+done
+
 {
     echo "$what under overload, $DURATION per run, $ROUNDS rounds (crudrs on CPU $SERVER_CPU, PostgreSQL pinned there too: $DATABASE_PINNED; open-model load-client on CPU $LOAD_CPU, 1024 connections x $PIPELINE deep)"
     echo
@@ -134,4 +176,29 @@ PY
     echo "| round | workers | capacity req/s | offered | shedding | goodput req/s | goodput / peak | refused (503) req/s | p99 accepted ms | p99 from send ms | client CPU % | answers per pickup |"
     echo "|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|"
     awk '{printf "| %s | %s | %s | %sx | %s | %s | %s | %s | %s | %s | %s | %s |\n", $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12}' "$tmp/all"
+    echo
+    echo "What a refusal may cost. At capacity the server CPU is saturated, so a read costs R = 1 / capacity of it."
+    echo "Offered 4x and serving g of capacity, the CPU does g reads and 4 - g refusals in the time of one read:"
+    echo "g R + (4 - g) c = R, so a refusal costs c = R (1 - g) / (4 - g), and 0.9 allows c = R / 31 (the budget)."
+    echo "'A refusal at 4x' is that c for the median g of the 4x runs with shedding. The references, measured in this"
+    echo "run (closed model, 1024 connections x $PIPELINE deep, GET /health, nothing else on CPU $SERVER_CPU; its busy time"
+    echo "over the answers; medians of $ROUNDS runs): the do-nothing refuser (load-client/examples/refuser.rs: reads,"
+    echo "finds where heads end, writes canned 503s), the least a server pays that reads and writes each connection"
+    echo "on its own, and crudrs's own cheapest answer (1 worker)."
+    echo
+    echo "| workers | R: a read, us | budget for 0.9: R / 31, us | a refusal at 4x, us (from g) | do-nothing refuser, us per answer | crudrs GET /health, us per answer |"
+    echo "|---:|---:|---:|---:|---:|---:|"
+    python3 - "$tmp/all" "$tmp/refs" <<'PY'
+import sys, statistics
+rows = [l.split() for l in open(sys.argv[1]) if l.strip()]
+refs = [l.split() for l in open(sys.argv[2]) if l.strip()]
+ref_us = statistics.median(float(r[2]) for r in refs)
+health_us = statistics.median(float(r[4]) for r in refs)
+for w in dict.fromkeys(r[1] for r in rows):
+    caps = {r[0]: float(r[2]) for r in rows if r[1] == w}
+    R = 1e6 / statistics.median(caps.values())
+    g = statistics.median(float(r[5]) / caps[r[0]] for r in rows if r[1] == w and r[3] == "4" and r[4] == "on")
+    c = R * (1 - g) / (4 - g)
+    print(f"| {w} | {R:.1f} | {R / 31:.2f} | {c:.2f} (g = {g:.2f}) | {ref_us:.2f} | {health_us:.2f} |")
+PY
 } | tee "$RESULTS/$report"
