@@ -125,22 +125,32 @@ for round in $(seq 1 "$ROUNDS"); do
             "$tmp/runs" >>"$tmp/all"
     done
 done
-# The reference: what one answer costs on this machine at this client shape, with the
+# The references: what one answer costs on this machine at this client shape, with the
 # server CPU given to nothing else. The do-nothing refuser (load-client/examples/refuser.rs:
 # reads, finds head ends, writes canned 503s) is the least any server pays that reads and
-# writes each connection on its own; crudrs's GET /health is its own cheapest answer.
+# writes each connection on its own; with --handoff it runs crudrs's thread model (a
+# poller thread queues ready connections for a worker thread); crudrs's GET /health is
+# its own cheapest answer.
 : >"$tmp/refs"
-for round in $(seq 1 "$ROUNDS"); do
-    taskset -c "$SERVER_CPU" target/release/examples/refuser "$PORT_REF" &
+refuse() { # refuse VAR [--handoff]: sets VAR to the refuser's µs per answer
+    local var=$1
+    shift
+    taskset -c "$SERVER_CPU" target/release/examples/refuser "$PORT_REF" "$@" &
     ref=$!
     wait_port "$PORT_REF"
-    read -r ref_rate ref_us <<<"$(per_answer "$PORT_REF")"
-    kill "$ref"; wait "$ref" 2>/dev/null || true; ref=
+    read -r _ "${var?}" <<<"$(per_answer "$PORT_REF")"
+    kill "$ref"
+    wait "$ref" 2>/dev/null || true
+    ref=
+}
+for round in $(seq 1 "$ROUNDS"); do
+    refuse alone_us
+    refuse handoff_us --handoff
     workers=1
     start
-    read -r health_rate health_us <<<"$(per_answer "$PORT_RS")"
+    read -r _ health_us <<<"$(per_answer "$PORT_RS")"
     stop
-    echo "$round $ref_rate $ref_us $health_rate $health_us" >>"$tmp/refs"
+    echo "$round $alone_us $handoff_us $health_us" >>"$tmp/refs"
 done
 
 {
@@ -184,21 +194,21 @@ PY
     echo "run (closed model, 1024 connections x $PIPELINE deep, GET /health, nothing else on CPU $SERVER_CPU; its busy time"
     echo "over the answers; medians of $ROUNDS runs): the do-nothing refuser (load-client/examples/refuser.rs: reads,"
     echo "finds where heads end, writes canned 503s), the least a server pays that reads and writes each connection"
-    echo "on its own, and crudrs's own cheapest answer (1 worker)."
+    echo "on its own; the same with crudrs's thread model (--handoff: a poller thread queues ready connections for a"
+    echo "worker thread); and crudrs's own cheapest answer (1 worker)."
     echo
-    echo "| workers | R: a read, us | budget for 0.9: R / 31, us | a refusal at 4x, us (from g) | do-nothing refuser, us per answer | crudrs GET /health, us per answer |"
-    echo "|---:|---:|---:|---:|---:|---:|"
+    echo "| workers | R: a read, us | budget for 0.9: R / 31, us | a refusal at 4x, us (from g) | refuser, one thread, us per answer | refuser, poller + worker, us per answer | crudrs GET /health, us per answer |"
+    echo "|---:|---:|---:|---:|---:|---:|---:|"
     python3 - "$tmp/all" "$tmp/refs" <<'PY'
 import sys, statistics
 rows = [l.split() for l in open(sys.argv[1]) if l.strip()]
 refs = [l.split() for l in open(sys.argv[2]) if l.strip()]
-ref_us = statistics.median(float(r[2]) for r in refs)
-health_us = statistics.median(float(r[4]) for r in refs)
+alone, handoff, health = (statistics.median(float(r[i]) for r in refs) for i in (1, 2, 3))
 for w in dict.fromkeys(r[1] for r in rows):
     caps = {r[0]: float(r[2]) for r in rows if r[1] == w}
     R = 1e6 / statistics.median(caps.values())
     g = statistics.median(float(r[5]) / caps[r[0]] for r in rows if r[1] == w and r[3] == "4" and r[4] == "on")
     c = R * (1 - g) / (4 - g)
-    print(f"| {w} | {R:.1f} | {R / 31:.2f} | {c:.2f} (g = {g:.2f}) | {ref_us:.2f} | {health_us:.2f} |")
+    print(f"| {w} | {R:.1f} | {R / 31:.2f} | {c:.2f} (g = {g:.2f}) | {alone:.2f} | {handoff:.2f} | {health:.2f} |")
 PY
 } | tee "$RESULTS/$report"

@@ -9,15 +9,21 @@
 //! any server pays per answer when it reads and writes each connection on its
 //! own, at a given client shape.
 //!
+//! `--handoff` runs crudrs's thread model instead: a poller thread that queues
+//! ready connections for a worker thread, which answers them. Its cost over the
+//! single thread is what the hand-off costs, before any HTTP work.
+//!
 //! It understands only requests without a body (the bench sends GETs): a head end
-//! is `\r\n\r\n`, found across reads. `refuser PORT` listens on 127.0.0.1:PORT
-//! until killed.
+//! is `\r\n\r\n`, found across reads. `refuser PORT [--handoff]` listens on
+//! 127.0.0.1:PORT until killed.
 
 use mio::unix::SourceFd;
-use mio::{Events, Interest, Poll, Token};
+use mio::{Events, Interest, Poll, Registry, Token};
+use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 
 /// The one answer: shaped like crudrs's own refusal (status, JSON error body,
 /// `Retry-After`, an `X-Request-Id`, a `Date`), fixed bytes.
@@ -114,68 +120,173 @@ impl Conn {
     }
 }
 
-fn main() -> io::Result<()> {
-    let port: u16 = std::env::args()
-        .nth(1)
-        .and_then(|p| p.parse().ok())
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "usage: refuser PORT"))?;
-    let listener = TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, port))?;
-    listener.set_nonblocking(true)?;
-    let mut poll = Poll::new()?;
-    poll.registry()
-        .register(&mut SourceFd(&listener.as_raw_fd()), LISTENER, Interest::READABLE)?;
-    let mut conns: Vec<Option<Conn>> = Vec::new();
-    let mut free: Vec<usize> = Vec::new();
+/// The open connections, by poll token; a freed slot is reused.
+struct Conns {
+    registry: Registry,
+    slots: Vec<Option<Conn>>,
+    free: Vec<usize>,
+}
+
+impl Conns {
+    fn new(registry: Registry) -> Conns {
+        Conns {
+            registry,
+            slots: Vec::new(),
+            free: Vec::new(),
+        }
+    }
+
+    /// Registers a new connection and answers what it already sent.
+    fn add(&mut self, sock: TcpStream, buf: &mut [u8]) -> io::Result<()> {
+        sock.set_nonblocking(true)?;
+        sock.set_nodelay(true)?;
+        let key = self.free.pop().unwrap_or_else(|| {
+            self.slots.push(None);
+            self.slots.len() - 1
+        });
+        self.registry.register(
+            &mut SourceFd(&sock.as_raw_fd()),
+            Token(key),
+            Interest::READABLE | Interest::WRITABLE,
+        )?;
+        self.slots[key] = Some(Conn {
+            sock,
+            heads: HeadEnds::default(),
+            pending: Vec::new(),
+        });
+        self.drive(key, buf);
+        Ok(())
+    }
+
+    /// Writes what `key` owes and answers what it sent; closes it when it is done for.
+    fn drive(&mut self, key: usize, buf: &mut [u8]) {
+        let Some(conn) = self.slots.get_mut(key).and_then(Option::as_mut) else {
+            return;
+        };
+        if !(conn.flush() && conn.serve(buf)) {
+            if let Some(conn) = self.slots[key].take() {
+                let _ = self.registry.deregister(&mut SourceFd(&conn.sock.as_raw_fd()));
+            }
+            self.free.push(key);
+        }
+    }
+}
+
+/// Waits for readiness, retrying when interrupted.
+fn wait(poll: &mut Poll, events: &mut Events) -> io::Result<()> {
+    loop {
+        match poll.poll(events, None) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            done => return done,
+        }
+    }
+}
+
+/// Accepts until the backlog is empty, handing each socket to `take`.
+fn accept_all(listener: &TcpListener, mut take: impl FnMut(TcpStream) -> io::Result<()>) -> io::Result<()> {
+    loop {
+        match listener.accept() {
+            Ok((sock, _)) => take(sock)?,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// One thread polls and answers: the least work per answer.
+fn run_alone(listener: TcpListener, mut poll: Poll) -> io::Result<()> {
+    let mut conns = Conns::new(poll.registry().try_clone()?);
     let mut events = Events::with_capacity(1024);
     let mut buf = vec![0u8; 64 * 1024];
     loop {
-        if let Err(e) = poll.poll(&mut events, None) {
-            if e.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(e);
-        }
+        wait(&mut poll, &mut events)?;
         for ev in events.iter() {
             if ev.token() == LISTENER {
-                loop {
-                    match listener.accept() {
-                        Ok((sock, _)) => {
-                            sock.set_nonblocking(true)?;
-                            sock.set_nodelay(true)?;
-                            let key = free.pop().unwrap_or_else(|| {
-                                conns.push(None);
-                                conns.len() - 1
-                            });
-                            poll.registry().register(
-                                &mut SourceFd(&sock.as_raw_fd()),
-                                Token(key),
-                                Interest::READABLE | Interest::WRITABLE,
-                            )?;
-                            conns[key] = Some(Conn {
-                                sock,
-                                heads: HeadEnds::default(),
-                                pending: Vec::new(),
-                            });
-                        }
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                        Err(e) => return Err(e),
-                    }
-                }
-                continue;
-            }
-            let key = ev.token().0;
-            let Some(conn) = conns.get_mut(key).and_then(Option::as_mut) else {
-                continue;
-            };
-            let alive = (!ev.is_writable() || conn.flush()) && (!ev.is_readable() || conn.serve(&mut buf));
-            if !alive {
-                if let Some(conn) = conns[key].take() {
-                    let _ = poll.registry().deregister(&mut SourceFd(&conn.sock.as_raw_fd()));
-                }
-                free.push(key);
+                accept_all(&listener, |sock| conns.add(sock, &mut buf))?;
+            } else {
+                conns.drive(ev.token().0, &mut buf);
             }
         }
+    }
+}
+
+/// What the poller hands the worker in `--handoff`.
+enum Task {
+    New(TcpStream),
+    Ready(usize),
+}
+
+/// crudrs's thread model doing nothing: this thread polls and queues what is
+/// ready (one lock and one notify per wait), a worker thread answers. The queue
+/// is a `VecDeque` under a mutex, not crudrs's fixed ring: what this measures is
+/// the hand-off between two threads on one CPU.
+fn run_handoff(listener: TcpListener, mut poll: Poll) -> io::Result<()> {
+    let queue = Arc::new((Mutex::new(VecDeque::<Task>::new()), Condvar::new()));
+    let mut conns = Conns::new(poll.registry().try_clone()?);
+    let tasks = Arc::clone(&queue);
+    let worker = std::thread::spawn(move || {
+        let mut buf = vec![0u8; 64 * 1024];
+        let (ring, ready) = &*tasks;
+        loop {
+            let task = {
+                let mut ring = ring.lock().unwrap_or_else(PoisonError::into_inner);
+                loop {
+                    if let Some(task) = ring.pop_front() {
+                        break task;
+                    }
+                    ring = ready.wait(ring).unwrap_or_else(PoisonError::into_inner);
+                }
+            };
+            match task {
+                Task::New(sock) => {
+                    if let Err(e) = conns.add(sock, &mut buf) {
+                        eprintln!("refuser: {e}");
+                    }
+                }
+                Task::Ready(key) => conns.drive(key, &mut buf),
+            }
+        }
+    });
+    let mut events = Events::with_capacity(1024);
+    let (ring, ready) = &*queue;
+    while !worker.is_finished() {
+        wait(&mut poll, &mut events)?;
+        let mut ring = ring.lock().unwrap_or_else(PoisonError::into_inner);
+        for ev in events.iter() {
+            if ev.token() == LISTENER {
+                accept_all(&listener, |sock| {
+                    ring.push_back(Task::New(sock));
+                    Ok(())
+                })?;
+            } else {
+                ring.push_back(Task::Ready(ev.token().0));
+            }
+        }
+        drop(ring);
+        ready.notify_one();
+    }
+    Ok(())
+}
+
+fn main() -> io::Result<()> {
+    let usage = || io::Error::new(io::ErrorKind::InvalidInput, "usage: refuser PORT [--handoff]");
+    let mut args = std::env::args().skip(1);
+    let port: u16 = args.next().and_then(|p| p.parse().ok()).ok_or_else(usage)?;
+    let handoff = match args.next().as_deref() {
+        None => false,
+        Some("--handoff") => true,
+        Some(_) => return Err(usage()),
+    };
+    let listener = TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, port))?;
+    listener.set_nonblocking(true)?;
+    let poll = Poll::new()?;
+    poll.registry()
+        .register(&mut SourceFd(&listener.as_raw_fd()), LISTENER, Interest::READABLE)?;
+    if handoff {
+        run_handoff(listener, poll)
+    } else {
+        run_alone(listener, poll)
     }
 }
 
