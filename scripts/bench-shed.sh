@@ -17,10 +17,10 @@
 # the medians, then every run. MIX=list-samples loads GET /api/samples?limit=20
 # instead (a page of 20 samples, about three times the work of one read; written to
 # bench-results/shed-list.md): how the ratio moves with the work a refusal saves.
-# Last, the reference for what a refusal may cost: the budget a 0.9 goodput leaves
-# per refusal, against what one answer costs a do-nothing refuser
-# (load-client/examples/refuser.rs) and crudrs's GET /health at the same client
-# shape (see the report's last table).
+# Last, what a refusal may cost: the budget a 0.9 goodput leaves per refusal,
+# against what one answer costs at the same client shape the do-nothing refuser
+# (load-client/examples/refuser.rs), the same refuser with crudrs's thread model
+# (--handoff) and crudrs's GET /health (the report's last table).
 #
 # Why the database on the server's CPU: left to the kernel, PostgreSQL's backends
 # ran on both CPUs and shared the load CPU with the client, whose own work triples
